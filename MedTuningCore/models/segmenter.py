@@ -1,0 +1,145 @@
+"""The Med-Tuning segmentation model and its factory.
+
+A volume [B, C, D, H, W] is folded into B*D slices for the frozen 2D backbone; the inserted
+adapters see the slab again and mix along D; the decoder maps each slice to logits, which
+are unfolded to [B, K, D, H, W].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbones import PAPER_SWIN_UNET_CONFIG, SliceBackbone, backbone_family, create_backbone
+from .decoders import create_decoder
+from .med_adapter import DEFAULT_REFERENCE_DEPTH
+from .tuning import apply_tuning, count_parameters, set_trainable
+from .weights import load_pretrained_backbone
+
+DEFAULT_SLICE_SIZE = 128
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network (stored in adapter-set manifests)."""
+
+    backbone: str = "vit_base_patch16_224"
+    decoder: str = "upernet"
+    tuning: str = "med_adapter"
+    in_channels: int = 4
+    num_classes: int = 4
+    alpha: int = 6
+    img_size: int = DEFAULT_SLICE_SIZE
+    reference_depth: int = DEFAULT_REFERENCE_DEPTH
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MedTuningModel(nn.Module):
+    """Backbone + decoder on volumes: [B, C, D, H, W] -> logits [B, K, D, H, W]."""
+
+    def __init__(self, config: ModelConfig, backbone: SliceBackbone, decoder: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.decoder = decoder
+
+    @property
+    def size_multiple(self) -> int:
+        return self.backbone.size_multiple
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 5:
+            raise ValueError(f"expected a volume batch [B, C, D, H, W], got shape {tuple(x.shape)}")
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(f"the model takes {self.config.in_channels} channels, the input has {x.shape[1]}")
+        h, w = x.shape[-2:]
+        m = self.size_multiple
+        if h % m or w % m:
+            raise ValueError(
+                f"in-plane size {h}x{w} is not a multiple of {m} (the patch size"
+                f"{' times the Swin downsampling' if m != self.backbone.patch_size else ''}): "
+                f"pad or crop the slices to a multiple of {m}, e.g. {((h + m - 1) // m) * m}x{((w + m - 1) // m) * m}"
+            )
+        if backbone_family(self.config.backbone) == "swin" and (h, w) != (self.config.img_size,) * 2:
+            raise ValueError(
+                f"this Swin model was built for {self.config.img_size}x{self.config.img_size} slices, got {h}x{w}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        b, c, d, h, w = x.shape
+        slices = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w)
+        logits = self.decoder(self.backbone(slices, d), (h, w))
+        return logits.view(b, d, -1, h, w).permute(0, 2, 1, 3, 4)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each (block + inserted modules) pair in the backward pass."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return count_parameters(self)
+
+
+def default_slice_size(patch_size: int, wanted: int = DEFAULT_SLICE_SIZE) -> int:
+    """The paper's 128 px, rounded to a multiple of the patch size (126 for patch 14)."""
+    return max(patch_size, round(wanted / patch_size) * patch_size)
+
+
+def build_model(
+    backbone: str = "vit_base_patch16_224",
+    decoder: str = "upernet",
+    tuning: str = "med_adapter",
+    in_channels: int = 4,
+    num_classes: int = 4,
+    alpha: int = 6,
+    img_size: int | None = None,
+    reference_depth: int = DEFAULT_REFERENCE_DEPTH,
+    pretrained: str | None = None,
+    grad_checkpointing: bool = False,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> MedTuningModel:
+    """Create a Med-Tuning model.
+
+    Args:
+        backbone: a timm `vit_*` or `swin_*` model name.
+        decoder: upernet, setr_naive, setr_pup, setr_mla, unet or swin_unet.
+        tuning: full, head, vpt_shallow, vpt_deep, adapter, adaptformer, st_adapter, lora, med_adapter.
+        in_channels, num_classes: input channels (modalities) and output classes (incl. background).
+        alpha: Med-Adapter bottleneck reduction ratio.
+        img_size: in-plane slice size; default 128 px rounded to a patch multiple.
+        reference_depth: slab depth D0 for which the FFT filters are learnt.
+        pretrained: None (random), a timm tag (or "timm" for the default tag; needs a
+            network), or a local .safetensors / .npz file of the standard timm model.
+        grad_checkpointing: recompute (block + adapter) activations in the backward pass.
+        backbone_kwargs: extra timm arguments, e.g. {"depths": (2, 2, 6, 2), "window_size": 7}.
+    """
+    kwargs = dict(backbone_kwargs or {})
+    family = backbone_family(backbone)
+    if family == "swin" and decoder == "swin_unet" and backbone.startswith("swin_tiny_patch4"):
+        kwargs = {**PAPER_SWIN_UNET_CONFIG, **kwargs}
+    if img_size is None:
+        probe_patch = int(backbone.split("patch")[1].split("_")[0]) if "patch" in backbone else 16
+        img_size = default_slice_size(probe_patch)
+    config = ModelConfig(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth, kwargs)
+    net = create_backbone(backbone, img_size, in_channels, **kwargs)
+    if img_size % net.size_multiple:
+        raise ValueError(
+            f"slice size {img_size} is not a multiple of {net.size_multiple} for {backbone}; "
+            f"use e.g. {default_slice_size(net.size_multiple, img_size)}"
+        )
+    if pretrained:
+        load_pretrained_backbone(net, backbone, pretrained, img_size, in_channels)
+    head = create_decoder(decoder, net, num_classes)
+    if pretrained and hasattr(head, "init_from_encoder"):
+        head.init_from_encoder(net)
+    apply_tuning(net, tuning, alpha, reference_depth)
+    model = MedTuningModel(config, net, head)
+    set_trainable(model, net, tuning)
+    model.set_grad_checkpointing(grad_checkpointing)
+    return model

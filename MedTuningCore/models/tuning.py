@@ -1,0 +1,117 @@
+"""Tuning methods: what each inserts into the frozen backbone and what it trains.
+
+Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1, 9):
+- adapter (Houlsby): two bottleneck adapters per block (after attention and after the MLP),
+  bottleneck C/8 -> ViT-B/16 3.560M, Swin-T 0.790M.
+- adaptformer: one AdaptMLP per block beside the MLP, bottleneck 64, fixed scale 0.1
+  -> 1.190M, 0.372M.
+- st_adapter: one ST-Adapter before each block, bottleneck C/2, depth kernel 3
+  -> 7.110M, 1.577M.
+- vpt_shallow / vpt_deep: 10 prompt tokens at the input / before every block
+  -> ViT 0.008M / 0.092M; Swin 0.001M / 0.029M (Swin prompts are extra keys and values of
+  each window's attention; see baselines.PromptedWindowAttention).
+- lora: rank 4, alpha 4, on the query and value projections (not in the paper's tables).
+- med_adapter: one Med-Adapter after every block -> 2.846M, 0.738M at alpha 6.
+`full` trains everything; every other method follows the official code's split: the patch
+embedding and the blocks are frozen, the position embedding, the final norm and the decoder
+are trained (that is the paper's `head`).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .backbones import SliceBackbone, SwinBackbone
+from .baselines import (
+    AdaptMLP,
+    AfterModule,
+    BottleneckAdapter,
+    LoRAQKV,
+    ParallelMLP,
+    PromptedWindowAttention,
+    Prompts,
+    STAdapter,
+)
+from .inserted import inserted_parameter_ids
+from .med_adapter import MedAdapter
+
+TUNING_METHODS = (
+    "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora", "med_adapter",
+)
+VPT_TOKENS = 10
+
+
+def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int) -> None:
+    adapters = []
+    stage_hidden: dict[int, int] = {}
+    for info in backbone.block_info:
+        stage_hidden[info.stage] = info.dim // alpha
+    for info in backbone.block_info:
+        hidden = info.dim // alpha
+        hierarchical = isinstance(backbone, SwinBackbone)
+        # The first stage has no predecessor; the official code feeds it zeros shaped like
+        # a stage before it (half the channels, twice the grid for Swin).
+        prev = stage_hidden.get(info.stage - 1, hidden // 2 if hierarchical else hidden)
+        adapters.append(MedAdapter(
+            info.dim, alpha, reference_depth, inter_stage=info.ends_stage,
+            prev_hidden=prev, downsample=hierarchical,
+        ))
+    backbone.post_block = nn.ModuleList(adapters)
+
+
+def insert_prompts(backbone: SliceBackbone, deep: bool) -> None:
+    area = backbone.patch_size**2
+    if isinstance(backbone, SwinBackbone):
+        blocks = backbone.blocks if deep else backbone.blocks[:1]
+        for block in blocks:
+            block.attn = PromptedWindowAttention(block.attn, Prompts(VPT_TOKENS, block.dim, area))
+        return
+    count = len(backbone.blocks) if deep else 1
+    dim = backbone.block_info[0].dim
+    backbone.prompts = nn.ModuleList(Prompts(VPT_TOKENS, dim, area) for _ in range(count))
+    backbone.deep_prompts = deep
+
+
+def apply_tuning(backbone: SliceBackbone, method: str, alpha: int = 6, reference_depth: int = 128) -> None:
+    """Insert the modules of `method` into `backbone` (in place)."""
+    if method not in TUNING_METHODS:
+        raise ValueError(f"unknown tuning method {method!r}; choose one of: {', '.join(TUNING_METHODS)}")
+    if method == "med_adapter":
+        insert_med_adapters(backbone, alpha, reference_depth)
+    elif method == "st_adapter":
+        backbone.pre_block = nn.ModuleList(STAdapter(i.dim, i.dim // 2) for i in backbone.block_info)
+    elif method in ("vpt_shallow", "vpt_deep"):
+        insert_prompts(backbone, deep=method == "vpt_deep")
+    for block, info in zip(backbone.blocks, backbone.block_info):
+        if method == "adapter":
+            block.attn = AfterModule(block.attn, BottleneckAdapter(info.dim, info.dim // 8))
+            block.mlp = AfterModule(block.mlp, BottleneckAdapter(info.dim, info.dim // 8))
+        elif method == "adaptformer":
+            block.mlp = ParallelMLP(block.mlp, AdaptMLP(info.dim, 64))
+        elif method == "lora":
+            block.attn.qkv = LoRAQKV(block.attn.qkv)
+
+
+def set_trainable(model: nn.Module, backbone: SliceBackbone, method: str) -> None:
+    """Set requires_grad for `method`: everything for `full`; otherwise the backbone is
+    frozen except its inserted modules and the few tensors the paper's recipe trains."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if method == "full":
+        return
+    inserted = inserted_parameter_ids(backbone)
+    keep = set(backbone.tuned_parameter_names())
+    for name, p in backbone.named_parameters():
+        p.requires_grad_(id(p) in inserted or name in keep)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """The paper's counts: total, tuned (receives gradients) and inserted (absent from the
+    plain backbone + decoder)."""
+    params = list(model.parameters())  # nn.Module.parameters() yields each tensor once
+    inserted = inserted_parameter_ids(model)
+    return {
+        "total": sum(p.numel() for p in params),
+        "tuned": sum(p.numel() for p in params if p.requires_grad),
+        "inserted": sum(p.numel() for p in params if id(p) in inserted),
+    }
