@@ -80,7 +80,9 @@ def transfer_standard_weights(source: nn.Module, backbone: SliceBackbone) -> Non
     dst = target.state_dict()
     missing = [k for k in dst if k not in src]
     extra = [k for k in src if k not in dst and not _droppable(k, backbone)]
-    shape = [f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in dst if k in src and src[k].shape != dst[k].shape]
+    shape = [
+        f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in dst if k in src and src[k].shape != dst[k].shape
+    ]
     if missing or extra or shape:
         raise BackboneWeightsError(
             f"weights do not match the backbone: missing {missing[:5]}, unexpected {extra[:5]}, shapes {shape[:5]}"

@@ -57,7 +57,6 @@ class SwinBackbone(SliceBackbone):
 
     def forward(self, x: torch.Tensor, depth: int) -> BackboneFeatures:
         x = self.swin.patch_embed(x)  # [N, Hs, Ws, C]
-        n = x.shape[0]
         state = prompt = None
         inputs, outputs = [], []
         for s, stage in enumerate(self.swin.layers):
