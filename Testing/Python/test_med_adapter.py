@@ -1,0 +1,94 @@
+"""The Med-Adapter itself: the FFT branch against a direct computation, depth resampling,
+and float32 FFT under autocast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from MedTuningCore.models.med_adapter import FourierFilter3d, MedAdapter, resample_depth_spectrum
+
+
+def reference_fourier(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|IDFT(W * DFT(X) + b)| over (D, H, W), with the DFTs as explicit matrix products."""
+
+    def dft_matrix(n: int, sign: int) -> np.ndarray:
+        k = np.arange(n)
+        return np.exp(sign * 2j * np.pi * np.outer(k, k) / n)
+
+    _, _, d, h, wd = x.shape
+    spec = np.einsum("ad,bh,cw,ijdhw->ijabc", dft_matrix(d, -1), dft_matrix(h, -1), dft_matrix(wd, -1), x)
+    spec = spec * w.reshape(1, 1, d, 1, 1) + b.reshape(1, 1, d, 1, 1)
+    back = np.einsum("ad,bh,cw,ijdhw->ijabc", dft_matrix(d, 1), dft_matrix(h, 1), dft_matrix(wd, 1), spec)
+    return np.abs(back / (d * h * wd))
+
+
+def test_fourier_branch_at_reference_depth_equals_direct_computation():
+    layer = FourierFilter3d(reference_depth=6)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 1.5, 6).view(1, 1, 6, 1, 1))
+        layer.bias.copy_(torch.linspace(-0.2, 0.3, 6).view(1, 1, 6, 1, 1))
+    x = torch.randn(2, 3, 6, 5, 4, dtype=torch.float64)
+    expected = reference_fourier(x.numpy(), layer.weight.detach().double().numpy().ravel(),
+                                 layer.bias.detach().double().numpy().ravel())
+    got = layer(x.float()).detach().double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_resampling_is_identity_at_reference_depth_and_keeps_the_dc_term():
+    w = torch.randn(16)
+    assert resample_depth_spectrum(w, 16) is w
+    for depth in (1, 3, 7, 32):
+        r = resample_depth_spectrum(w, depth)
+        assert r.shape == (depth,)
+        assert r[0] == w[0]  # frequency 0 maps onto frequency 0
+
+
+def test_resampling_interpolates_linearly_in_frequency():
+    # A filter linear in normalised frequency stays linear (inside the sampled range).
+    d0 = 16
+    freqs = torch.fft.fftfreq(d0)
+    r = resample_depth_spectrum(2.0 * freqs + 1.0, 8)
+    torch.testing.assert_close(r, 2.0 * torch.fft.fftfreq(8) + 1.0)
+
+
+def test_resampled_filter_receives_gradients():
+    layer = FourierFilter3d(reference_depth=8)
+    layer(torch.randn(1, 2, 5, 4, 4)).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5, 8, 13])
+def test_adapter_built_for_d0_runs_at_other_depths(depth):
+    adapter = MedAdapter(dim=48, alpha=6, reference_depth=8, inter_stage=True)
+    tokens = torch.randn(2 * depth, 3, 3, 48)
+    out, state = adapter(tokens, None, depth)
+    assert out.shape == tokens.shape
+    assert state.shape == (2, 8, depth, 3, 3)
+    out2, state2 = adapter(tokens, state, depth)
+    assert out2.shape == tokens.shape and state2.shape == state.shape
+
+
+def test_plain_adapter_passes_the_inter_stage_state_through():
+    adapter = MedAdapter(dim=48, alpha=6, reference_depth=8, inter_stage=False)
+    state = torch.randn(1, 8, 4, 3, 3)
+    _, out_state = adapter(torch.randn(4, 3, 3, 48), state, 4)
+    assert out_state is state
+
+
+def test_fft_runs_in_float32_under_autocast():
+    layer = FourierFilter3d(reference_depth=4)
+    x = torch.randn(1, 2, 4, 4, 4).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), layer(x.float()), rtol=1e-2, atol=1e-2)
+
+
+def test_first_stage_alignment_of_zeros_is_its_bias():
+    """The first stage gets zeros from 'the stage before'; A(0) is A's bias everywhere."""
+    adapter = MedAdapter(dim=96, alpha=6, reference_depth=4, inter_stage=True, prev_hidden=8, downsample=True)
+    like = torch.randn(1, 16, 4, 3, 3)
+    direct = adapter.align.conv(torch.zeros(1, 8, 4, 6, 6))
+    torch.testing.assert_close(adapter.align(None, like), direct)
