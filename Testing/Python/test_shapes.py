@@ -61,7 +61,10 @@ def test_slab_mixing_along_depth():
 
 @pytest.mark.parametrize(
     "backbone,size,message",
-    [("vit_base_patch16_224", 40, "not a multiple of 16"), ("swin_tiny_patch4_window7_224", 48, "not a multiple of 32")],
+    [
+        ("vit_base_patch16_224", 40, "not a multiple of 16"),
+        ("swin_tiny_patch4_window7_224", 48, "not a multiple of 32"),
+    ],
 )
 def test_in_plane_size_not_multiple_is_a_clear_error(backbone, size, message):
     model = build_model(backbone=backbone, decoder="setr_naive", in_channels=1, num_classes=2, img_size=32,
