@@ -52,6 +52,36 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .segment_command import run_segment
+
+    return run_segment(args)
+
+
+def _add_segment_parser(sub) -> None:
+    seg = sub.add_parser("segment", help="segment volumes with an adapter set")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="one file per channel (or one 4D file), a DICOM directory; with --batch: "
+                          "directories or globs of cases (multi-channel cases named CASE_0000.nii.gz, CASE_0001...)")
+    seg.add_argument("--set", required=True, dest="set_spec",
+                     help="adapter set; for now a model description: a .json file or key=value pairs")
+    seg.add_argument("-o", "--output", required=True, help="label map file (with --batch: output directory)")
+    seg.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the set's, auto)")
+    seg.add_argument("--tta", action="store_true", default=None, help="average over flips of all three axes")
+    seg.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default 0.5)")
+    seg.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
+    seg.add_argument("--probabilities", metavar="FILE", help="also write class probabilities (vector image)")
+    seg.add_argument("--resample-channels", action="store_true",
+                     help="resample channels onto the first channel's grid instead of refusing")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    seg.add_argument("--batch", action="store_true", help="segment many cases with one loaded model")
+    seg.add_argument("--output-format", default=".nii.gz", help="with --batch: output suffix (default .nii.gz)")
+    seg.add_argument("--progress", choices=["auto", "json", "none"], default="auto",
+                     help="a bar on a terminal, or JSON lines on stdout for programs")
+    seg.set_defaults(func=cmd_segment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -62,14 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(info)
     info.add_argument("--json", action="store_true", help="print one JSON object {total, tuned, inserted}")
     info.set_defaults(func=cmd_model_info)
+    _add_segment_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .errors import MedTuningError
+
     try:
         return args.func(args)
-    except CommandError as error:
+    except (CommandError, MedTuningError) as error:
         print(f"medtuning: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -1,0 +1,63 @@
+"""Label-map clean-up: largest component, small islands, holes (SimpleITK, per class)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass
+class PostProcessing:
+    """Stored as inference defaults in adapter sets.
+
+    keep_largest: classes (ids) for which only the largest connected component is kept.
+    min_island_mm3: components smaller than this volume are removed (0 keeps all).
+    fill_holes: classes whose enclosed background holes are filled.
+    """
+
+    keep_largest: list[int] = field(default_factory=list)
+    min_island_mm3: float = 0.0
+    fill_holes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.keep_largest or self.min_island_mm3 > 0 or self.fill_holes)
+
+
+def _components(mask: sitk.Image) -> tuple[sitk.Image, list[int]]:
+    """Label connected components (26-connectivity), largest first; returns voxel counts."""
+    labelled = sitk.RelabelComponent(sitk.ConnectedComponent(mask, True), sortByObjectSize=True)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(labelled)
+    return labelled, [stats.GetNumberOfPixels(i) for i in sorted(stats.GetLabels())]
+
+
+def postprocess(labels: sitk.Image, spec: PostProcessing) -> sitk.Image:
+    if not spec.active:
+        return labels
+    array = sitk.GetArrayFromImage(labels)
+    voxel_mm3 = float(np.prod(labels.GetSpacing()))
+    for cls in [int(c) for c in np.unique(array) if c != 0]:
+        mask = sitk.GetImageFromArray((array == cls).astype(np.uint8))
+        mask.CopyInformation(labels)
+        components, sizes = _components(mask)
+        comp = sitk.GetArrayFromImage(components)
+        remove = np.zeros(array.shape, bool)
+        if cls in spec.keep_largest:
+            remove |= comp > 1
+        if spec.min_island_mm3 > 0:
+            small = [i + 1 for i, n in enumerate(sizes) if n * voxel_mm3 < spec.min_island_mm3]
+            remove |= np.isin(comp, small)
+        array[remove] = 0
+        if cls in spec.fill_holes:
+            filled = sitk.BinaryFillhole(sitk.GetImageFromArray((array == cls).astype(np.uint8)), fullyConnected=False)
+            array[(sitk.GetArrayFromImage(filled) > 0) & (array == 0)] = cls
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(labels)
+    return out

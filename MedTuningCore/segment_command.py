@@ -1,0 +1,117 @@
+"""`medtuning segment`: one case, or many with --batch, with one loaded model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import InputError, MedTuningError
+from .image_io import READABLE_SUFFIXES, check_output_path, image_suffix, write_image
+from .predictor import Segmenter, SetDescription
+from .progress import ProgressPrinter
+
+EXIT_SOME_FAILED = 1
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def description_with_overrides(args: argparse.Namespace) -> SetDescription:
+    description = SetDescription.parse(args.set_spec)
+    overrides = {k: v for k, v in {
+        "device": args.device, "tta": args.tta, "overlap": args.overlap,
+        "batch_size": args.batch_size, "compile": args.compile,
+    }.items() if v is not None}
+    if overrides:
+        description.inference = replace(description.inference, **overrides)
+    return description
+
+
+def case_name(path: Path) -> str:
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
+
+
+def find_cases(inputs: list[str], channels: int) -> dict[str, list[Path]]:
+    """Cases from directories or globs; several channels follow nnU-Net's CASE_XXXX naming."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if image_suffix(f) in READABLE_SUFFIXES)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item))
+            if not matches:
+                raise InputError(f"{item}: matches no file")
+            files += matches
+    cases: dict[str, list[Path]] = {}
+    for f in files:
+        name = case_name(f)
+        match = CHANNEL_SUFFIX.match(name)
+        if channels > 1 and not match:
+            raise InputError(f"{f}: with {channels} channels, name files CASE_0000{image_suffix(f)}, CASE_0001...")
+        key = match.group("case") if match and channels > 1 else name
+        cases.setdefault(key, []).append(f)
+    return {k: sorted(v) for k, v in sorted(cases.items())}
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    description = description_with_overrides(args)
+    if args.batch:
+        return run_batch(args, description)
+    output = check_output_path(args.output, args.overwrite)
+    probabilities = check_output_path(args.probabilities, args.overwrite) if args.probabilities else None
+    segmenter = Segmenter.from_description(description)
+    progress = None if args.progress == "none" else ProgressPrinter(args.progress)
+    result = segmenter.segment_files(args.inputs, args.resample_channels, probabilities is not None, progress)
+    if probabilities is not None:
+        write_image(result.probabilities, probabilities)
+    write_image(result.labels, output)
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "output": str(output), "seconds": result.seconds}))
+    return 0
+
+
+def run_batch(args: argparse.Namespace, description: SetDescription) -> int:
+    out_dir = Path(args.output)
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir}: output directory does not exist; create it first")
+    channels = int(description.model.get("in_channels", 4))
+    cases = find_cases(args.inputs, channels)
+    if not cases:
+        raise InputError(f"{', '.join(args.inputs)}: no images found")
+    segmenter = Segmenter.from_description(description)
+    rows = []
+    for name, paths in cases.items():
+        target = out_dir / f"{name}{args.output_format}"
+        progress = None if args.progress == "none" else ProgressPrinter(args.progress, case=name)
+        start = time.perf_counter()
+        try:
+            check_output_path(target, args.overwrite)
+            result = segmenter.segment_files([str(p) for p in paths], args.resample_channels, False, progress)
+            write_image(result.labels, target)
+            rows.append({"case": name, "status": "ok", "output": str(target),
+                         "seconds": f"{time.perf_counter() - start:.2f}", "error": ""})
+        except (MedTuningError, RuntimeError) as error:
+            rows.append({"case": name, "status": "failed", "output": "",
+                         "seconds": f"{time.perf_counter() - start:.2f}", "error": str(error)})
+            print(f"medtuning: {name}: failed: {error}", file=sys.stderr)
+    write_summary(out_dir / "summary.tsv", rows)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} cases segmented; summary: {out_dir / 'summary.tsv'}",
+          file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def write_summary(path: Path, rows: list[dict[str, str]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["case", "status", "seconds", "output", "error"], delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
