@@ -7,8 +7,11 @@ renamed, so an interrupted run never leaves a half-written output behind.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise InputError(f"{p}: no such file or directory")
     if p.is_dir():
         return read_dicom_series(p)
+    if image_suffix(p) in (".nii", ".nii.gz"):
+        check_nifti_file(p)
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as error:
@@ -50,6 +55,38 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             f"{p}: cannot read this image ({detail}). Check that the file is complete and is NIfTI, NRRD, "
             f"MetaImage or a DICOM series directory."
         ) from None
+
+
+def check_nifti_file(path: Path) -> None:
+    """ITK reads a truncated NIfTI without complaint (missing voxels become garbage) and
+    turns NaN voxels into 0, so check the raw file: as many voxel bytes as the header
+    announces, and no NaN or infinite values in floating-point data."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{path}: cannot read this image (damaged or truncated: {error})") from None
+    if len(data) < 348:
+        raise InputError(f"{path}: cannot read this image (no complete NIfTI header: damaged or not NIfTI)")
+    endian = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    if struct.unpack(endian + "i", data[:4])[0] != 348:
+        return  # NIfTI-2 or not NIfTI at all: leave it to the reader
+    dims = struct.unpack(endian + "8h", data[40:56])
+    datatype, bitpix = struct.unpack(endian + "2h", data[70:74])
+    offset = int(struct.unpack(endian + "f", data[108:112])[0])
+    voxels = int(np.prod([max(d, 1) for d in dims[1: 1 + max(min(dims[0], 7), 0)]]))
+    expected = offset + voxels * bitpix // 8
+    if len(data) < expected:
+        raise InputError(
+            f"{path}: cannot read this image (truncated: {len(data)} of {expected} bytes); the file is incomplete"
+        )
+    float_types = {16: "f4", 64: "f8"}  # NIfTI DT_FLOAT32, DT_FLOAT64
+    if datatype in float_types:
+        values = np.frombuffer(data, dtype=endian + float_types[datatype], count=voxels, offset=offset)
+        bad = int(values.size - np.isfinite(values).sum())
+        if bad:
+            raise InputError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them before segmenting")
 
 
 def read_dicom_series(directory: Path) -> sitk.Image:

@@ -1,0 +1,57 @@
+"""Post-processing against hand-made label maps (anisotropic spacing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from MedTuningCore.postprocessing import PostProcessing, postprocess
+
+
+def label_image(array, spacing=(1.0, 1.0, 2.0)):
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing(spacing)
+    return image
+
+
+def base():
+    a = np.zeros((10, 20, 20), np.uint8)
+    a[2:8, 2:10, 2:10] = 1  # big: 6*8*8 = 384 voxels = 768 mm3
+    a[2:4, 15:17, 15:17] = 1  # island: 8 voxels = 16 mm3
+    a[5:7, 14:19, 14:19] = 2  # class 2: 50 voxels = 100 mm3
+    a[8, 0, 0] = 2  # class-2 speck: 1 voxel = 2 mm3
+    return a
+
+
+def test_keep_largest_component_per_class():
+    out = sitk.GetArrayFromImage(postprocess(label_image(base()), PostProcessing(keep_largest=[1])))
+    assert (out == 1).sum() == 384 and out[3, 16, 16] == 0
+    assert (out == 2).sum() == 51  # class 2 untouched
+
+
+def test_remove_islands_smaller_than_a_volume_in_mm3():
+    out = sitk.GetArrayFromImage(postprocess(label_image(base()), PostProcessing(min_island_mm3=20.0)))
+    assert (out == 1).sum() == 384  # the 16 mm3 island is gone
+    assert (out == 2).sum() == 50  # the 2 mm3 speck is gone
+
+
+def test_island_threshold_uses_the_spacing():
+    spec = PostProcessing(min_island_mm3=30.0)
+    thick = sitk.GetArrayFromImage(postprocess(label_image(base(), spacing=(1.0, 1.0, 2.0)), spec))
+    thin = sitk.GetArrayFromImage(postprocess(label_image(base(), spacing=(1.0, 1.0, 0.5)), spec))
+    assert (thick == 2).sum() == 50  # 50 voxels of 2 mm3 = 100 mm3: kept
+    assert (thin == 2).sum() == 0  # 50 voxels of 0.5 mm3 = 25 mm3: removed
+
+
+def test_fill_holes():
+    a = np.zeros((7, 12, 12), np.uint8)
+    a[1:6, 2:10, 2:10] = 1
+    a[3, 5:7, 5:7] = 0  # enclosed hole
+    out = sitk.GetArrayFromImage(postprocess(label_image(a), PostProcessing(fill_holes=[1])))
+    assert (out[3, 5:7, 5:7] == 1).all()
+    assert out[0].sum() == 0  # the outside stays background
+
+
+def test_nothing_to_do_returns_the_input():
+    image = label_image(base())
+    assert postprocess(image, PostProcessing()) is image
