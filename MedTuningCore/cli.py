@@ -70,6 +70,10 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--tta", action="store_true", default=None, help="average over flips of all three axes")
     seg.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default 0.5)")
     seg.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    seg.add_argument("--window-depth", type=int, default=None,
+                     help="slices per slab (default: whole volume up to 2 x the model's reference depth)")
+    seg.add_argument("--tile-size", type=int, default=None,
+                     help="in-plane tile in px (default: the model's slice size; ViTs accept any patch multiple)")
     seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
     seg.add_argument("--probabilities", metavar="FILE", help="also write class probabilities (vector image)")
     seg.add_argument("--resample-channels", action="store_true",

@@ -36,7 +36,7 @@ class InferenceOptions:
     overlap: float = 0.5  # fraction of a window shared with its neighbour
     blend: str = "gaussian"
     tta: bool = False  # average over flips of all three axes (8 passes)
-    batch_size: int | None = None  # windows per forward pass; None: 1 on CPU, 4 on CUDA
+    batch_size: int | None = None  # windows per forward pass; None: 1 on CPU, 8 on CUDA (halved on OOM)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str | None = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | None
     compile: bool = False  # torch.compile the model (CUDA; first call is slow)
@@ -122,7 +122,7 @@ class SlidingWindowPredictor:
         self.size_multiple = size_multiple
         self.flexible_tiles = flexible_tiles
         self.window_depth = options.window_depth or window_depth
-        self.batch_size = options.batch_size or (4 if self.device.type == "cuda" else 1)
+        self.batch_size = options.batch_size or (8 if self.device.type == "cuda" else 1)
         self.amp = autocast_dtype(options, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)

@@ -26,6 +26,7 @@ def description_with_overrides(args: argparse.Namespace) -> SetDescription:
     overrides = {k: v for k, v in {
         "device": args.device, "tta": args.tta, "overlap": args.overlap,
         "batch_size": args.batch_size, "compile": args.compile,
+        "window_depth": args.window_depth, "tile_size": args.tile_size,
     }.items() if v is not None}
     if overrides:
         description.inference = replace(description.inference, **overrides)

@@ -116,3 +116,35 @@ def test_bad_options_are_refused():
         InferenceOptions(overlap=1.0)
     with pytest.raises(InputError, match="blend"):
         InferenceOptions(blend="max")
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Fails like a full GPU when a batch or a slab is larger than it can take."""
+
+    def __init__(self, max_batch: int, max_depth: int) -> None:
+        super().__init__()
+        self.max_batch, self.max_depth = max_batch, max_depth
+
+    def forward(self, x):
+        if x.shape[0] > self.max_batch or x.shape[2] > self.max_depth:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x[:, :1]
+
+
+def test_out_of_memory_retries_with_smaller_batches_then_thinner_slabs():
+    """The OOM fallback is device-independent code, exercised here with a simulated error."""
+    events = []
+    x = torch.randn(1, 20, 40, 40)
+    p = SlidingWindowPredictor(OutOfMemoryAbove(max_batch=1, max_depth=8), InferenceOptions(device="cpu", batch_size=4),
+                               num_classes=1, tile_size=16, size_multiple=4, window_depth=20)
+    out = p.predict_logits(x, progress=events.append)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-5)
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("batch of 1" in w for w in warnings) and any("10-slice slabs" in w for w in warnings)
+
+
+def test_out_of_memory_with_the_smallest_windows_is_a_clear_error():
+    p = SlidingWindowPredictor(OutOfMemoryAbove(max_batch=0, max_depth=0), InferenceOptions(device="cpu"),
+                               num_classes=1, tile_size=16, size_multiple=16, window_depth=8)
+    with pytest.raises(RuntimeError, match="smallest windows; use --device cpu"):
+        p.predict_logits(torch.randn(1, 4, 16, 16))
