@@ -63,8 +63,10 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="one file per channel (or one 4D file), a DICOM directory; with --batch: "
                           "directories or globs of cases (multi-channel cases named CASE_0000.nii.gz, CASE_0001...)")
-    seg.add_argument("--set", required=True, dest="set_spec",
-                     help="adapter set; for now a model description: a .json file or key=value pairs")
+    seg.add_argument("--set", required=True, dest="set_spec", action="append",
+                     help="an installed adapter set (name) or set file; repeat to segment with several sets and "
+                          "merge; or a model description (.json or key=value pairs; random weights)")
+    seg.add_argument("--library", default=None, help="library directory (default: $MEDTUNING_HOME or user data)")
     seg.add_argument("-o", "--output", required=True, help="label map file (with --batch: output directory)")
     seg.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the set's, auto)")
     seg.add_argument("--tta", action="store_true", default=None, help="average over flips of all three axes")
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object {total, tuned, inserted}")
     info.set_defaults(func=cmd_model_info)
     _add_segment_parser(sub)
+    from .library_commands import add_library_parsers
+
+    add_library_parsers(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .adapter_set import AdapterSet
 from .errors import InputError
 from .image_io import load_case
 from .inference import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
@@ -36,6 +37,7 @@ from .preprocessing import (
     restore_probabilities,
     to_input_grid,
 )
+from .set_loader import SetLoader
 
 
 @dataclass
@@ -95,10 +97,22 @@ class SetDescription:
         return cls(model=model)
 
 
+def description_from_manifest(manifest: dict[str, Any]) -> SetDescription:
+    return SetDescription(
+        model=dict(manifest["model"]),
+        preprocessing=Preprocessing.from_dict(manifest["preprocessing"]),
+        inference=InferenceOptions(**manifest["inference"]),
+        postprocessing=PostProcessing(**manifest.get("postprocessing", {})),
+        channels=[c["name"] for c in manifest["task"]["channels"]],
+        labels=[label["name"] for label in manifest["task"]["labels"]],
+    )
+
+
 class Segmenter:
     """A loaded model with its preprocessing; segments arrays, images or files."""
 
     def __init__(self, model: MedTuningModel, description: SetDescription) -> None:
+        self.adapter_set: AdapterSet | None = None
         self.description = description
         self.model = model
         cfg = model.config
@@ -120,6 +134,21 @@ class Segmenter:
         except TypeError as error:
             raise InputError(f"set description: bad model entry ({error})") from None
         return cls(model, description)
+
+    @classmethod
+    def from_set(cls, adapter_set: AdapterSet | str, loader: SetLoader | None = None,
+                 inference: dict[str, Any] | None = None) -> Segmenter:
+        """Load an adapter set (an installed name or a file), verifying it and its backbone.
+        Pass one `SetLoader` for several sets so that they share the backbone."""
+        loader = loader or SetLoader()
+        if not isinstance(adapter_set, AdapterSet):
+            adapter_set = loader.library.get(adapter_set)
+        description = description_from_manifest(adapter_set.manifest)
+        if inference:
+            description.inference = replace(description.inference, **inference)
+        segmenter = cls(loader.model_for(adapter_set), description)
+        segmenter.adapter_set = adapter_set
+        return segmenter
 
     @property
     def in_channels(self) -> int:

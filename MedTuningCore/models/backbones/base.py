@@ -57,6 +57,11 @@ class SliceBackbone(nn.Module):
 
     # -- what subclasses provide ------------------------------------------------------
     @property
+    def timm_model(self) -> nn.Module:
+        """The wrapped timm network (its state dict is the standard timm layout)."""
+        raise NotImplementedError
+
+    @property
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
 

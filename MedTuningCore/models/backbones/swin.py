@@ -41,6 +41,10 @@ class SwinBackbone(SliceBackbone):
         self.img_size = img_size
 
     @property
+    def timm_model(self) -> nn.Module:
+        return self.swin
+
+    @property
     def blocks(self) -> list[nn.Module]:
         return self._blocks
 

@@ -45,6 +45,10 @@ class ViTBackbone(SliceBackbone):
         self.feature_strides = [self.patch_size] * 4
 
     @property
+    def timm_model(self) -> nn.Module:
+        return self.vit
+
+    @property
     def blocks(self) -> list[nn.Module]:
         return list(self.vit.blocks)
 

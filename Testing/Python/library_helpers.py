@@ -1,0 +1,43 @@
+"""A small real backbone (timm vit_tiny, random weights) in a temporary library, and sets on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import save_file
+
+from MedTuningCore.adapter_set import make_manifest, save_adapter_set, tuned_state
+from MedTuningCore.library import Library
+from MedTuningCore.models import build_model
+
+BACKBONE = "vit_tiny_patch16_224"
+
+
+def library_with_backbone(root: Path, seed: int = 0) -> Library:
+    torch.manual_seed(seed)
+    standard = timm.create_model(BACKBONE, pretrained=False, num_classes=0)
+    weights = root / f"{BACKBONE}-{seed}.safetensors"
+    root.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in standard.state_dict().items()}, str(weights))
+    library = Library(root / "library")
+    library.backbones.import_file(BACKBONE, weights)
+    return library
+
+
+def make_set(library: Library, path: Path, name: str = "demo", tuning: str = "med_adapter", classes: int = 3,
+             channels: int = 1, seed: int = 1, **manifest) -> Path:
+    record = library.backbones.verify(BACKBONE)
+    torch.manual_seed(seed)
+    model = build_model(backbone=BACKBONE, decoder="setr_naive", tuning=tuning, in_channels=channels,
+                        num_classes=classes, img_size=32, reference_depth=8, pretrained=str(record.path))
+    with torch.no_grad():  # make the tuned tensors differ from a fresh model's
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    doc = make_manifest(model, record.sha256, name, [f"ch{i}" for i in range(channels)],
+                        [f"label{i}" for i in range(1, classes)], modality="MR", license="CC-BY-4.0",
+                        **manifest)
+    save_adapter_set(path, doc, tuned_state(model))
+    return path
