@@ -9,12 +9,12 @@ import shutil
 import pytest
 import SimpleITK as sitk
 import torch
-
 from library_helpers import BACKBONE, library_with_backbone, make_set
+from segment_helpers import synthetic_volume
+
 from MedTuningCore.adapter_set import AdapterSetError
 from MedTuningCore.cli import main
 from MedTuningCore.library import Library
-from segment_helpers import synthetic_volume
 
 
 @pytest.fixture(scope="module")
