@@ -164,6 +164,7 @@ def make_manifest(
     provenance: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     backbone_source: str = "",
+    label_values: list[int] | None = None,
 ) -> dict[str, Any]:
     """A complete manifest for `model` (a MedTuningModel) with sensible defaults."""
     import platform
@@ -174,7 +175,8 @@ def make_manifest(
 
     label_entries = []
     for i, label in enumerate(labels):
-        entry = {"value": i + 1, "name": label, "color": (colors or DEFAULT_COLORS)[i % len(colors or DEFAULT_COLORS)]}
+        value = label_values[i] if label_values else i + 1
+        entry = {"value": value, "name": label, "color": (colors or DEFAULT_COLORS)[i % len(colors or DEFAULT_COLORS)]}
         if terminology and i < len(terminology) and terminology[i]:
             entry["terminology"] = terminology[i]
         label_entries.append(entry)

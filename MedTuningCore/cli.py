@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .library_commands import add_library_parsers
 
     add_library_parsers(sub)
+    from .finetune_command import add_finetune_parser
+
+    add_finetune_parser(sub)
+    from .evaluate_command import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 

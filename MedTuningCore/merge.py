@@ -33,7 +33,7 @@ def merge_segmentations(segmenters: Sequence[Segmenter], channels: Sequence[sitk
     for index, segmenter in enumerate(segmenters):
         result = segmenter.segment_images(channels, probabilities=True)
         probs = sitk.GetArrayFromImage(result.probabilities)  # [D, H, W, K]
-        labels = sitk.GetArrayFromImage(result.labels).astype(np.int32)
+        labels = probs.argmax(axis=-1).astype(np.int32)  # class indices, whatever values the set writes
         confidence = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
         if merged is None:
             merged = np.zeros(labels.shape, np.int32)
@@ -43,7 +43,8 @@ def merge_segmentations(segmenters: Sequence[Segmenter], channels: Sequence[sitk
         best[wins] = confidence[wins]
         set_name = segmenter.adapter_set.name if segmenter.adapter_set else f"set{index + 1}"
         names = segmenter.description.labels or [f"label {v}" for v in range(1, probs.shape[-1])]
-        table += [MergedLabel(offset + v, set_name, n, v) for v, n in enumerate(names, start=1)]
+        values = segmenter.description.label_values or list(range(1, len(names) + 1))
+        table += [MergedLabel(offset + i, set_name, n, v) for i, (n, v) in enumerate(zip(names, values), start=1)]
         offset += probs.shape[-1] - 1
         reference = result.labels
     dtype = np.uint8 if offset < 256 else np.uint16

@@ -32,7 +32,6 @@ from .postprocessing import PostProcessing, postprocess
 from .preprocessing import (
     CaseGeometry,
     Preprocessing,
-    labels_on_input_grid,
     preprocess,
     restore_probabilities,
     to_input_grid,
@@ -58,6 +57,7 @@ class SetDescription:
     postprocessing: PostProcessing = field(default_factory=PostProcessing)
     channels: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    label_values: list[int] = field(default_factory=list)  # output value of classes 1..K-1
     seed: int = 0
 
     @classmethod
@@ -105,6 +105,7 @@ def description_from_manifest(manifest: dict[str, Any]) -> SetDescription:
         postprocessing=PostProcessing(**manifest.get("postprocessing", {})),
         channels=[c["name"] for c in manifest["task"]["channels"]],
         labels=[label["name"] for label in manifest["task"]["labels"]],
+        label_values=[label["value"] for label in manifest["task"]["labels"]],
     )
 
 
@@ -181,11 +182,20 @@ class Segmenter:
         notify(progress, {"event": "progress", "stage": "done", "fraction": 1.0})
         return SegmentationResult(labels, prob_image, seconds, str(self.device))
 
+    def class_values(self) -> np.ndarray | None:
+        """Label value written for each class index, when it is not the index itself."""
+        values = self.description.label_values
+        if not values or values == list(range(1, len(values) + 1)):
+            return None
+        return np.array([0, *values], dtype=np.uint16 if max(values) > 255 else np.uint8)
+
     def _restore(self, probs: np.ndarray, geometry: CaseGeometry, want_probabilities: bool):
-        if not want_probabilities:
-            return labels_on_input_grid(probs, geometry), None
+        table = self.class_values()
         restored = restore_probabilities(probs, geometry)
-        labels = to_input_grid(restored.argmax(axis=0).astype(np.uint8), geometry)
+        classes = restored.argmax(axis=0).astype(np.uint8)
+        labels = to_input_grid(table[classes] if table is not None else classes, geometry)
+        if not want_probabilities:
+            return labels, None
         prob_image = to_input_grid(np.ascontiguousarray(np.moveaxis(restored, 0, -1)), geometry)
         return labels, prob_image
 

@@ -188,3 +188,15 @@ def labels_on_input_grid(probabilities: np.ndarray, geometry: CaseGeometry) -> s
     """Argmax of restored probabilities as a uint8 label map on the input grid."""
     labels = restore_probabilities(probabilities, geometry).argmax(axis=0).astype(np.uint8)
     return to_input_grid(labels, geometry)
+
+
+def preprocess_label(label: sitk.Image, geometry: CaseGeometry, spec: Preprocessing) -> np.ndarray:
+    """A label map through the same geometry as its case's channels (nearest neighbour)."""
+    oriented = sitk.DICOMOrient(label, spec.orientation) if spec.orientation else label
+    if geometry.resampled is not None:
+        oriented = sitk.Resample(oriented, geometry.resampled, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                 oriented.GetPixelID())
+    array = sitk.GetArrayFromImage(oriented)
+    if geometry.crop_start is not None:
+        array = array[tuple(slice(s, e) for s, e in zip(geometry.crop_start, geometry.crop_stop))]
+    return array

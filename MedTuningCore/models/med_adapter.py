@@ -96,8 +96,11 @@ class InterStageAlign(nn.Module):
 
     def forward(self, prev: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         if prev is None:
-            # The first stage receives zeros; a convolution of zeros is its bias.
-            return self.conv.bias.view(1, -1, 1, 1, 1).expand_as(like)
+            # The first stage receives zeros, and a convolution of zeros is its bias at every
+            # voxel: convolve one zero voxel and broadcast (the weight stays in the graph with a
+            # zero gradient, as in the official code, so DistributedDataParallel sees it used).
+            zero = like.new_zeros(like.shape[0], self.conv.in_channels, 1, 1, 1)
+            return self.conv(zero).expand_as(like)
         return self.conv(prev.to(like.dtype))
 
 

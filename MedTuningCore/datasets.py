@@ -1,0 +1,229 @@
+"""Training data: MSD / nnU-Net folders, CSV lists, or in-memory pairs; validated up front.
+
+Every problem found is reported at once (missing files, labels outside the label list,
+image and label on different grids, empty labels, too few cases), before any training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import MedTuningError
+from .image_io import grid_differences, image_suffix, load_case, read_image
+from .preprocessing import Preprocessing, preprocess, preprocess_label
+
+
+class DatasetError(MedTuningError):
+    """The dataset cannot be used; the message lists every problem found."""
+
+
+@dataclass
+class Case:
+    """One annotated case: channel images (paths or SimpleITK images) and a label map."""
+
+    name: str
+    images: list[str | sitk.Image]
+    label: str | sitk.Image
+
+
+@dataclass
+class LabelSpec:
+    """Which label values make classes 1..K-1, and their names. A class may gather several
+    values ('1+3+4:tumour core'); its output value is the first of them."""
+
+    values: list[int]
+    names: list[str]
+    groups: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.groups = self.groups or [[v] for v in self.values]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.values) + 1
+
+    @property
+    def all_values(self) -> list[int]:
+        return [v for group in self.groups for v in group]
+
+    @classmethod
+    def parse(cls, text: str) -> LabelSpec:
+        """'edema,enhancing' (values 1, 2, ...), '1:necrosis,2:edema,4:enhancing', or '1+3+4:core,2:edema'."""
+        groups, names = [], []
+        for i, item in enumerate(filter(None, (t.strip() for t in text.split(","))), start=1):
+            value, _, name = item.rpartition(":")
+            try:
+                groups.append([int(v) for v in value.split("+")] if value else [i])
+            except ValueError:
+                raise DatasetError(f"--labels {text!r}: {item!r} is not NAME, VALUE:NAME or VALUE+VALUE:NAME") from None
+            names.append(name)
+        flat = [v for g in groups for v in g]
+        if not names or len(set(flat)) != len(flat) or 0 in flat:
+            raise DatasetError(f"--labels {text!r}: give distinct non-zero label values")
+        return cls([g[0] for g in groups], names, groups)
+
+    def lookup(self) -> np.ndarray:
+        """A table mapping label values to class indices (unknown values to 255)."""
+        table = np.full(max(self.all_values) + 1, 255, np.uint8)
+        table[0] = 0
+        for cls_index, group in enumerate(self.groups, start=1):
+            table[group] = cls_index
+        return table
+
+
+@dataclass
+class Dataset:
+    cases: list[Case]
+    channel_names: list[str] = field(default_factory=list)
+    labels: LabelSpec | None = None
+    description: str = ""
+
+
+def _msd_labels(labels: dict) -> LabelSpec | None:
+    pairs = []
+    for key, value in labels.items():
+        if isinstance(value, int | list):  # nnU-Net v2: {"name": value}
+            value = value if isinstance(value, int) else value[0]
+            pairs.append((int(value), key))
+        else:  # MSD: {"value": "name"}
+            pairs.append((int(key), str(value)))
+    pairs = sorted(p for p in pairs if p[0] != 0)
+    return LabelSpec([v for v, _ in pairs], [n for _, n in pairs]) if pairs else None
+
+
+def load_folder(root: Path) -> Dataset:
+    """A Medical Segmentation Decathlon or nnU-Net v2 folder with dataset.json."""
+    try:
+        meta = json.loads((root / "dataset.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{root / 'dataset.json'}: cannot read ({error})") from None
+    channels = meta.get("channel_names") or meta.get("modality") or {}
+    names = [channels[k] for k in sorted(channels, key=int)]
+    labels = _msd_labels(meta.get("labels", {}))
+    cases = []
+    if isinstance(meta.get("training"), list):  # MSD: one 4D file or per-channel list per case
+        for entry in meta["training"]:
+            image = root / entry["image"]
+            stem = image.name[: -len(image_suffix(image))]
+            cases.append(Case(stem, [str(image)], str(root / entry["label"])))
+    else:  # nnU-Net v2: imagesTr/CASE_XXXX<ending>, labelsTr/CASE<ending>
+        ending = meta.get("file_ending", ".nii.gz")
+        for label in sorted((root / "labelsTr").glob(f"*{ending}")):
+            case = label.name[: -len(ending)]
+            images = [str(root / "imagesTr" / f"{case}_{c:04d}{ending}") for c in range(max(len(names), 1))]
+            cases.append(Case(case, images, str(label)))
+    return Dataset(cases, names, labels, meta.get("description", meta.get("name", str(root))))
+
+
+def load_csv(path: Path) -> Dataset:
+    """Rows of channel files and, last, the label file; a header row is optional.
+    Relative paths are relative to the CSV file."""
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].startswith("#")]
+    header: list[str] = []
+    if rows and not any(image_suffix(c.strip()) in (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".nhdr")
+                        for c in rows[0]):
+        header = [c.strip() for c in rows.pop(0)]
+    resolved = [[c.strip() if os.path.isabs(c.strip()) else str((path.parent / c.strip()).resolve()) for c in row]
+                for row in rows]
+    # name cases after the label's folder (BraTS-style layouts), else after the label file
+    names = [Path(r[-1]).parent.name for r in resolved]
+    if len(set(names)) != len(names):
+        names = [Path(r[-1]).name[: -len(image_suffix(r[-1]))] for r in resolved]
+    if len(set(names)) != len(names):
+        names = [f"case{i:03d}" for i in range(len(resolved))]
+    cases = [Case(n, r[:-1], r[-1]) for n, r in zip(names, resolved)]
+    return Dataset(cases, header[:-1], None, f"CSV {path.name}")
+
+
+def load_dataset(source: str | os.PathLike | Sequence[tuple[Sequence[sitk.Image], sitk.Image]]) -> Dataset:
+    if isinstance(source, list | tuple):
+        return Dataset([Case(f"case{i:03d}", list(images), label) for i, (images, label) in enumerate(source)],
+                       description="in-memory cases")
+    path = Path(source)
+    if path.is_dir() and (path / "dataset.json").is_file():
+        return load_folder(path)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return load_csv(path)
+    raise DatasetError(f"{path}: not a dataset (a folder with dataset.json, or a .csv of channel and label files)")
+
+
+def _info(item: str | sitk.Image) -> sitk.Image:
+    """Grid information without reading voxels (files) or the image itself."""
+    if isinstance(item, sitk.Image):
+        return item
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(item))
+    reader.ReadImageInformation()
+    info = sitk.Image([max(1, s) for s in reader.GetSize()[:3]], sitk.sitkUInt8)
+    info.SetSpacing(reader.GetSpacing()[:3])
+    info.SetOrigin(reader.GetOrigin()[:3])
+    info.SetDirection([reader.GetDirection()[r * reader.GetDimension() + c] for r in range(3) for c in range(3)])
+    return info
+
+
+def validate(dataset: Dataset, labels: LabelSpec, channels: int, min_cases: int) -> None:
+    """Check everything before training; raise one DatasetError listing all problems."""
+    problems = []
+    if len(dataset.cases) < min_cases:
+        problems.append(f"{len(dataset.cases)} case(s) found, at least {min_cases} needed for the requested split")
+    allowed = set([0, *labels.all_values])
+    for case in dataset.cases:
+        items = [*case.images, case.label]
+        missing = [str(i) for i in items if not isinstance(i, sitk.Image) and not Path(i).exists()]
+        if missing:
+            problems += [f"{case.name}: missing file {m}" for m in missing]
+            continue
+        if len(case.images) != channels and not (len(case.images) == 1 and channels > 1):
+            problems.append(f"{case.name}: {len(case.images)} channel file(s), the model takes {channels}")
+        try:
+            label_info = _info(case.label)
+            for image in case.images:
+                differences = grid_differences(_info(image), label_info)
+                if differences and not (isinstance(image, str) and _info(image).GetDimension() == 4):
+                    problems.append(f"{case.name}: image {image} and label are on different grids: "
+                                    f"{'; '.join(differences)}")
+            label_image = case.label if isinstance(case.label, sitk.Image) else read_image(case.label)
+            values = np.unique(sitk.GetArrayViewFromImage(label_image))  # the view needs label_image alive
+        except (RuntimeError, MedTuningError) as error:
+            problems.append(f"{case.name}: cannot read ({error})")
+            continue
+        unknown = sorted(set(int(v) for v in values) - allowed)
+        if unknown:
+            problems.append(f"{case.name}: label values {unknown} are not in the label list {sorted(allowed)}")
+        if set(int(v) for v in values) <= {0}:
+            problems.append(f"{case.name}: the label map is empty (no foreground)")
+    if problems:
+        raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class PreparedCase:
+    """A case preprocessed for training: network input, class-index labels, spacing."""
+
+    name: str
+    volume: np.ndarray  # float32 [C, D, H, W]
+    label: np.ndarray  # uint8 [D, H, W], class indices
+    spacing: tuple[float, float, float]  # (x, y, z) mm of the preprocessed grid
+
+
+def prepare(case: Case, labels: LabelSpec, spec: Preprocessing, channels: int) -> PreparedCase:
+    images = [read_image(i) if not isinstance(i, sitk.Image) else i for i in case.images]
+    if all(isinstance(i, str) for i in case.images):
+        loaded = load_case(case.images, channels).channels
+    else:
+        loaded = [sitk.Cast(i, sitk.sitkFloat32) for i in images]
+    volume, geometry = preprocess(loaded, spec)
+    label_image = case.label if isinstance(case.label, sitk.Image) else read_image(case.label)
+    label_image = sitk.Cast(label_image, sitk.sitkUInt16)  # BraTS stores labels as float
+    raw = preprocess_label(label_image, geometry, spec)
+    mapped = labels.lookup()[np.clip(raw, 0, len(labels.lookup()) - 1)]
+    grid = geometry.resampled or geometry.oriented
+    return PreparedCase(case.name, volume, mapped, tuple(grid.GetSpacing()))

@@ -1,0 +1,73 @@
+"""Random training patches and the paper's augmentation, all on the fly and seeded.
+
+Patches are D x H x W crops; a share of them is centred on a foreground voxel of a randomly
+chosen class, so that small structures are seen (as nnU-Net does). Augmentation follows the
+Med-Tuning appendix (A.1): flips along each of the three axes with p = 0.5, and per channel
+an intensity scale from U(0.9, 1.1) and shift from U(-0.1, 0.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .datasets import PreparedCase
+
+
+@dataclass
+class SamplingOptions:
+    patch: tuple[int, int, int] = (32, 126, 126)  # D, H, W
+    foreground_fraction: float = 0.33
+    flips: bool = True
+    intensity: bool = True
+
+
+def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad the last three axes up to `shape` (zero is background after normalisation)."""
+    pads = [(0, 0)] * (array.ndim - 3) + [(0, max(0, s - n)) for s, n in zip(shape, array.shape[-3:])]
+    return np.pad(array, pads) if any(p[1] for p in pads) else array
+
+
+def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    volume = pad_to(case.volume, options.patch)
+    label = pad_to(case.label, options.patch)
+    size = np.array(label.shape)
+    patch = np.array(options.patch)
+    present = [c for c in np.unique(label) if c != 0]
+    if present and rng.random() < options.foreground_fraction:
+        cls = rng.choice(present)
+        voxels = np.argwhere(label == cls)
+        centre = voxels[rng.integers(len(voxels))]
+        start = np.clip(centre - patch // 2, 0, size - patch)
+    else:
+        start = np.array([rng.integers(0, s - p + 1) for s, p in zip(size, patch)])
+    box = tuple(slice(int(s), int(s + p)) for s, p in zip(start, patch))
+    return volume[(slice(None), *box)].copy(), label[box].copy()
+
+
+def augment(x: np.ndarray, y: np.ndarray, options: SamplingOptions, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    if options.flips:
+        for axis in range(3):
+            if rng.random() < 0.5:
+                x, y = np.flip(x, axis=axis + 1), np.flip(y, axis=axis)
+    if options.intensity:
+        channels = x.shape[0]
+        scale = rng.uniform(0.9, 1.1, size=(channels, 1, 1, 1)).astype(np.float32)
+        shift = rng.uniform(-0.1, 0.1, size=(channels, 1, 1, 1)).astype(np.float32)
+        x = x * scale + shift
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+def training_batch(cases: list[PreparedCase], batch_size: int, options: SamplingOptions,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """[B, C, D, H, W] float32 images and [B, D, H, W] int64 class indices."""
+    xs, ys = [], []
+    for _ in range(batch_size):
+        case = cases[rng.integers(len(cases))]
+        x, y = augment(*random_patch(case, options, rng), options, rng)
+        xs.append(x)
+        ys.append(y)
+    return np.stack(xs), np.stack(ys).astype(np.int64)

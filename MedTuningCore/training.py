@@ -1,0 +1,325 @@
+"""The trainer: tuning a Med-Tuning model on annotated cases, without ever losing work.
+
+- Each epoch draws its random patches and augmentations from generators seeded by
+  (seed, rank, epoch), so a run resumed from the checkpoint of epoch e continues exactly as
+  the uninterrupted run would have.
+- A checkpoint is written atomically after every epoch; a crash loses at most that epoch.
+- Ctrl-C, SIGTERM or a cancel file stop at the next step; the adapter set of the best epoch
+  so far is still written.
+- Adam (amsgrad, weight decay 1e-5; the official code's settings), linear warm-up then
+  cosine decay, per step; bf16 autocast on CUDA; optional activation checkpointing and
+  gradient accumulation; validation every N epochs with Dice per class; the best epoch is
+  kept; optional early stop.
+- Under torchrun every rank samples its own patches, DistributedDataParallel averages the
+  gradients, and only rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .adapter_set import tuned_state
+from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from .datasets import PreparedCase
+from .inference import InferenceOptions, SlidingWindowPredictor, resolve_device
+from .losses import segmentation_loss
+from .models import MedTuningModel
+from .models.backbones import backbone_family
+from .sampling import SamplingOptions, training_batch
+from .tensor_file import read_tensor_file, write_tensor_file
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 50
+    iterations_per_epoch: int = 50
+    batch_size: int = 2
+    patch: tuple[int, int, int] | None = None  # D, H, W; default (32, slice size, slice size)
+    lr: float = 2e-3  # the paper's (Appendix Table 8)
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 2
+    ce_weight: float = 1.0  # 0 gives the paper's pure soft-Dice loss
+    accumulate: int = 1
+    grad_checkpointing: bool = False
+    val_every: int = 1
+    early_stop: int | None = None  # stop after this many validations without improvement
+    seed: int = 0
+    device: str = "auto"
+    foreground_fraction: float = 0.33
+    val_overlap: float = 0.25
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingResult:
+    best_epoch: int
+    best_score: float | None
+    best_dice: dict[str, float]
+    epochs_run: int
+    history: list[dict[str, Any]]
+    cancelled: bool
+    seconds: float
+    seconds_per_step: float
+    peak_memory_mb: float
+    best_tensors: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed under torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over `warmup_epochs`, then cosine decay to 0 at the last step."""
+    warm = config.warmup_epochs * steps_per_epoch
+    total = max(config.epochs * steps_per_epoch, 1)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: int) -> list[float]:
+    out = []
+    for c in range(1, classes):
+        p, r = pred == c, ref == c
+        denominator = p.sum() + r.sum()
+        out.append(1.0 if denominator == 0 else 2.0 * float(np.logical_and(p, r).sum()) / float(denominator))
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM or by the presence of a cancel file; checked every step."""
+
+    def __init__(self, cancel_file: Path | None) -> None:
+        self.cancel_file = cancel_file
+        self.signalled = False
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+
+    def __bool__(self) -> bool:
+        return self.signalled or bool(self.cancel_file and self.cancel_file.exists())
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, model: MedTuningModel, train: list[PreparedCase], val: list[PreparedCase],
+                 config: TrainingConfig, run_dir: str | os.PathLike, label_names: list[str],
+                 progress: Progress | None = None, cancel_file: str | os.PathLike | None = None) -> None:
+        self.rank, self.world = distributed()
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.model = model.to(self.device)
+        self.model.set_grad_checkpointing(config.grad_checkpointing)
+        self.train_cases, self.val_cases = train, val
+        self.config = config
+        cfg = model.config
+        self.patch = tuple(config.patch or (32, cfg.img_size, cfg.img_size))
+        self.run_dir = Path(run_dir)
+        self.label_names = label_names
+        self.progress = progress or (lambda event: None)
+        self.cancel_file = Path(cancel_file) if cancel_file else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
+        self.network = self.model
+        if self.world > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.best_epoch = -1
+        self.best_dice: dict[str, float] = {}
+        self.stale = 0
+
+    # -- persistence ------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.safetensors"
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "history": self.history, "best_score": self.best_score,
+                "best_epoch": self.best_epoch, "best_dice": self.best_dice, "stale": self.stale,
+                "config": self.config.to_dict()}
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, tuned_state(self.model), self.optimizer, self.state())
+
+    def resume(self, checkpoint: Path | None = None) -> None:
+        model_tensors, opt_tensors, state = load_checkpoint(checkpoint or self.checkpoint_path)
+        self.model.load_state_dict({k: v.to(self.device) for k, v in model_tensors.items()}, strict=False)
+        restore_optimizer(self.optimizer, opt_tensors, state["optimizer"])
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.best_dice, self.stale = state["best_dice"], state["stale"]
+
+    # -- the loop ---------------------------------------------------------------------
+    def seed_epoch(self, epoch: int) -> np.random.Generator:
+        torch.manual_seed(self.config.seed * 1_000_003 + epoch * 1009 + self.rank)
+        return np.random.default_rng([self.config.seed, self.rank, epoch])
+
+    def fit(self) -> TrainingResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stop = StopRequest(self.cancel_file)
+        sampling = SamplingOptions(patch=self.patch, foreground_fraction=self.config.foreground_fraction)
+        steps = self.config.iterations_per_epoch
+        start, step_seconds, step_count = time.perf_counter(), 0.0, 0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        cancelled = False
+        try:
+            while self.epoch < self.config.epochs and not cancelled:
+                rng = self.seed_epoch(self.epoch)
+                self.network.train()
+                losses = []
+                for it in range(steps):
+                    if stop:
+                        cancelled = True
+                        break
+                    t = time.perf_counter()
+                    losses.append(self.train_step(rng, sampling, self.epoch * steps + it, steps))
+                    step_seconds += time.perf_counter() - t
+                    step_count += 1
+                    self.progress({"event": "progress", "stage": "training", "epoch": self.epoch,
+                                   "fraction": (self.epoch * steps + it + 1) / (self.config.epochs * steps),
+                                   "loss": losses[-1]})
+                if cancelled:
+                    break
+                record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
+                          "lr": self.optimizer.param_groups[0]["lr"]}
+                if self.val_cases and (self.epoch + 1) % self.config.val_every == 0:
+                    record["val_dice"] = self.validate()
+                    self.consider_best(record)
+                self.history.append(record)
+                self.epoch += 1
+                if not self.val_cases:  # nothing to choose by: the last epoch is the best
+                    self.best_epoch, self.best_tensors = self.epoch - 1, tuned_state(self.model)
+                self.save()
+                self.progress({"event": "epoch", **record})
+                if self.config.early_stop and self.stale >= self.config.early_stop:
+                    self.progress({"event": "warning", "message": f"early stop: no better validation Dice for "
+                                                                  f"{self.stale} validations"})
+                    break
+                if self.world > 1:
+                    dist.barrier()
+        finally:
+            stop.restore()
+        best = self.best_state()
+        return TrainingResult(
+            best_epoch=self.best_epoch, best_score=self.best_score, best_dice=self.best_dice,
+            epochs_run=self.epoch, history=self.history, cancelled=cancelled,
+            seconds=time.perf_counter() - start, seconds_per_step=step_seconds / max(step_count, 1),
+            peak_memory_mb=peak_memory_mb(self.device), best_tensors=best,
+        )
+
+    def train_step(self, rng: np.random.Generator, sampling: SamplingOptions, step: int, steps: int) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, step, steps)
+        total = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for _ in range(self.config.accumulate):
+            x, y = training_batch(self.train_cases, self.config.batch_size, sampling, rng)
+            x = torch.from_numpy(x).to(self.device, non_blocking=True)
+            y = torch.from_numpy(y).to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                logits = self.network(x)
+            loss = segmentation_loss(logits, y, self.config.ce_weight) / self.config.accumulate
+            loss.backward()
+            total += float(loss.detach())
+        self.optimizer.step()
+        return total
+
+    # -- validation and the best epoch ------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Mean Dice per class over the validation cases (rank 0; shared with all ranks)."""
+        scores = np.zeros(len(self.label_names))
+        if self.rank == 0:
+            scores = np.array(validation_dice(self.model, self.val_cases, self.config.val_overlap, self.device))
+        if self.world > 1:
+            tensor = torch.tensor(scores, dtype=torch.float64)
+            dist.broadcast(tensor, 0)
+            scores = tensor.numpy()
+        self.model.train()
+        return {name: float(s) for name, s in zip(self.label_names, scores)}
+
+    def consider_best(self, record: dict[str, Any]) -> None:
+        score = float(np.mean(list(record["val_dice"].values())))
+        record["val_mean_dice"] = score
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_epoch, self.best_dice, self.stale = score, self.epoch, record["val_dice"], 0
+            if self.rank == 0:
+                write_tensor_file(self.best_path, tuned_state(self.model), {"epoch": str(self.epoch)})
+        else:
+            self.stale += 1
+
+    def best_state(self) -> dict[str, torch.Tensor]:
+        """Tensors of the best epoch: from best.safetensors, else the current model."""
+        if getattr(self, "best_tensors", None):
+            return self.best_tensors
+        if self.best_path.exists():
+            return read_tensor_file(self.best_path)[0]
+        return tuned_state(self.model)
+
+
+def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
+                    device: torch.device | str = "cpu") -> list[float]:
+    """Mean Dice per foreground class of sliding-window predictions on preprocessed cases."""
+    cfg = model.config
+    predictor = SlidingWindowPredictor(
+        model, InferenceOptions(device=str(device), overlap=overlap), cfg.num_classes, tile_size=cfg.img_size,
+        size_multiple=model.size_multiple, window_depth=cfg.reference_depth,
+        flexible_tiles=backbone_family(cfg.backbone) == "vit")
+    per_case = []
+    for case in cases:
+        pred = predictor.predict_logits(case.volume).argmax(0).numpy()
+        per_case.append(dice_per_class(pred, case.label, cfg.num_classes))
+    return list(np.mean(per_case, axis=0))
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    tmp = run_dir / ".history.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    tmp.replace(run_dir / "history.json")

