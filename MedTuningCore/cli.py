@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate_command import add_evaluate_parser
 
     add_evaluate_parser(sub)
+    from .compare_command import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 

@@ -61,20 +61,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not cases:
         raise InputError(f"{args.data}: no cases to evaluate")
     report = Path(args.report) if args.report else None
-    if report:
-        report.mkdir(parents=True, exist_ok=True)
-    per_case = {}
-    for case in cases:
-        result = segmenter.segment_files([str(i) for i in case.images])
-        reference = read_image(case.label)
-        pred = sitk.GetArrayFromImage(result.labels).astype(np.int32)
-        ref = np.rint(sitk.GetArrayFromImage(reference)).astype(np.int32)
-        spacing_zyx = reference.GetSpacing()[::-1]
-        per_case[case.name] = case_metrics(pred, ref, spacing_zyx, labels, regions, args.tolerance)
-        print(f"{case.name}: " + ", ".join(f"{k} Dice {v['dice']:.3f}" for k, v in per_case[case.name].items()),
-              file=sys.stderr)
-        if report:
-            write_overlay(report / f"{case.name}.png", read_image(case.images[0]), ref, pred)
+    per_case = evaluate_cases(segmenter, cases, labels, regions, args.tolerance, report)
     summary = summarise(per_case)
     document = {"set": manifest["name"], "version": manifest["version"], "data": str(args.data),
                 "tolerance_mm": args.tolerance, "regions": regions, "cases": per_case, "summary": summary}
@@ -89,6 +76,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
                  if m in values]
         print(f"{structure}: {', '.join(parts)}")
     return 0
+
+
+def evaluate_cases(segmenter: Segmenter, cases: list, labels: dict[str, int], regions: dict[str, list[int]],
+                   tolerance: float = 1.0, report: Path | None = None) -> dict[str, dict]:
+    """Segment each case on its own grid and measure it against its label map."""
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+    per_case = {}
+    for case in cases:
+        result = segmenter.segment_files([str(i) for i in case.images])
+        reference = read_image(case.label)
+        pred = sitk.GetArrayFromImage(result.labels).astype(np.int32)
+        ref = np.rint(sitk.GetArrayFromImage(reference)).astype(np.int32)
+        per_case[case.name] = case_metrics(pred, ref, reference.GetSpacing()[::-1], labels, regions, tolerance)
+        print(f"{case.name}: " + ", ".join(f"{k} Dice {v['dice']:.3f}" for k, v in per_case[case.name].items()),
+              file=sys.stderr)
+        if report:
+            write_overlay(report / f"{case.name}.png", read_image(case.images[0]), ref, pred)
+    return per_case
 
 
 def write_table(path: Path, per_case: dict) -> None:

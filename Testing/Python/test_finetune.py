@@ -242,3 +242,34 @@ def test_two_process_distributed_training_on_gloo(tiny_setup, tmp_path):
     done = [json.loads(line) for line in result.stdout.splitlines() if '"done"' in line]
     assert len(done) == 1  # only rank 0 writes and reports
     assert time.time() - start < 600
+
+
+def test_evaluate_writes_metrics_json_and_overlays(tiny_setup, tmp_path, capsys):
+    library, data = tiny_setup
+    trained = tmp_path / "t.safetensors"
+    subprocess.run(finetune_cmd(library, data, trained, "--epochs", "1"), check=True, capture_output=True,
+                   cwd=REPO_ROOT)
+    out_json, report = tmp_path / "metrics.json", tmp_path / "report"
+    code = main(["evaluate", "--set", str(trained), "--data", str(data), "--library", str(library.root),
+                 "--cases", "pat0004", "--json", str(out_json), "--report", str(report)])
+    assert code == 0
+    document = json.loads(out_json.read_text())
+    metrics = document["cases"]["pat0004"]
+    assert set(metrics) == {"necrosis", "edema", "non-enhancing", "enhancing", "WT", "TC", "ET"}
+    assert {"dice", "hd95", "surface_dice", "volume_ref_ml", "volume_diff_ml"} <= set(metrics["WT"])
+    assert metrics["WT"]["volume_ref_ml"] > 0  # BraTS pat0004 has a tumour
+    assert (report / "pat0004.png").is_file() and (report / "metrics.csv").is_file()
+    assert "WT:" in capsys.readouterr().out
+
+
+def test_compare_tabulates_methods_on_one_split(tiny_setup, tmp_path, capsys):
+    library, data = tiny_setup
+    args = finetune_cmd(library, data, tmp_path / "unused.safetensors", "--epochs", "1")[4:]
+    args = [a for i, a in enumerate(args) if a not in ("-o", "--progress") and args[i - 1] not in ("-o", "--progress")]
+    code = main(["compare", "--methods", "med_adapter,head", "--out", str(tmp_path / "cmp"), "--", *args])
+    assert code == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["method"] for r in rows] == ["med_adapter", "head"]
+    assert rows[0]["inserted"] > 0 == rows[1]["inserted"] and rows[0]["tuned"] > rows[1]["tuned"]
+    assert rows[0]["cases"] == rows[1]["cases"]  # the same validation split
+    assert "| med_adapter |" in capsys.readouterr().out
