@@ -1,0 +1,1 @@
+"""Helpers of the MedTuningSegment module that do not need the Slicer GUI."""
