@@ -258,10 +258,17 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = self.ui.startTrainingButton.enabled = True
             job, self._job = self._job, None
             if state.error:
+                job.discard()
                 slicer.util.errorDisplay(f"MedTuning failed: {state.error}")
             elif not state.cancelled or job.keepsResultOnCancel:
                 job.finish()
                 self.refreshLibrary()
+                if job.new_set_name:  # a new set is selected for segmentation at once
+                    index = self.ui.adapterSetComboBox.findData(job.new_set_name)
+                    self.ui.adapterSetComboBox.setCurrentIndex(index)
+                    self.ui.tabWidget.setCurrentIndex(0)
+            else:
+                job.discard()
 
     def onCancel(self) -> None:
         if self._job is not None:
@@ -380,7 +387,9 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
             rows.append([*map(str, files), str(label)])
         data = datasetFolder or str(mrml_io.write_csv(rows, job.runner_dir / "cases.csv"))
         library = self.library()
-        output = library.root / f"{newSetName}.safetensors.tmp-train"
+        library.root.mkdir(parents=True, exist_ok=True)
+        output = job.runner_dir / f"{newSetName}.safetensors"
+        job.new_set_name = newSetName
         args = ["finetune", "--data", data, "--labels", ",".join(label_names), "-o", str(output),
                 "--name", newSetName, "--epochs", str(epochs), "--device", device, "--progress", "json",
                 "--cancel-file", str(job.runner_dir / "CANCEL"), "--val-cases", "1" if len(rows) > 1 else "0"]
@@ -393,7 +402,6 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
 
         def install() -> None:
             library.install(output, replace=True)
-            output.unlink(missing_ok=True)
 
         job.on_finish = install
         return job

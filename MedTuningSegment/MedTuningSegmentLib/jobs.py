@@ -45,6 +45,7 @@ class Job:
         self.fraction = 0.0
         self.deadline_minutes: float | None = None
         self.plot = None
+        self.new_set_name: str | None = None  # fine-tuning: the set to select when done
         self._started = 0.0
         self._log: Callable[[str], None] = lambda line: None
 
@@ -82,10 +83,15 @@ class Job:
             self.runner.cancel()
 
     def finish(self) -> None:
+        """Use the result (load the labels, install the set), then remove the job's files."""
         try:
             self.on_finish()
         finally:
-            shutil.rmtree(self.runner_dir, ignore_errors=True)
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the job's files without using the result (failure, or a killed job)."""
+        shutil.rmtree(self.runner_dir, ignore_errors=True)
 
 
 class TrainingPlot:
