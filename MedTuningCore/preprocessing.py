@@ -184,12 +184,6 @@ def to_input_grid(array: np.ndarray, geometry: CaseGeometry) -> sitk.Image:
     return image
 
 
-def labels_on_input_grid(probabilities: np.ndarray, geometry: CaseGeometry) -> sitk.Image:
-    """Argmax of restored probabilities as a uint8 label map on the input grid."""
-    labels = restore_probabilities(probabilities, geometry).argmax(axis=0).astype(np.uint8)
-    return to_input_grid(labels, geometry)
-
-
 def preprocess_label(label: sitk.Image, geometry: CaseGeometry, spec: Preprocessing) -> np.ndarray:
     """A label map through the same geometry as its case's channels (nearest neighbour)."""
     oriented = sitk.DICOMOrient(label, spec.orientation) if spec.orientation else label
