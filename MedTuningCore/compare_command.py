@@ -19,6 +19,7 @@ from pathlib import Path
 from .datasets import load_dataset
 from .errors import InputError
 from .evaluate_command import evaluate_cases, parse_regions
+from .image_io import write_json
 from .library import Library
 from .metrics import summarise
 from .models import TUNING_METHODS
@@ -75,9 +76,7 @@ def run_compare(args: argparse.Namespace) -> int:
                      "summary": summarise(per_case), "seconds_per_step": done[0]["seconds_per_step"],
                      "peak_memory_mb": done[0]["peak_memory_mb"], "cases": sorted(val_names),
                      "structures": list(regions) or list(labels)})
-    tmp = out / ".compare.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
-    tmp.replace(out / "compare.json")
+    write_json(out / "compare.json", rows)
     print(markdown_table(rows))
     return 0 if all("error" not in r for r in rows) else 1
 

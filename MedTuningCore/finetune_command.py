@@ -20,6 +20,7 @@ import numpy as np
 from .adapter_set import make_manifest, save_adapter_set
 from .datasets import DatasetError, LabelSpec, load_dataset, prepare, validate
 from .errors import InputError
+from .image_io import write_json
 from .library import Library
 from .models.segmenter import assemble_model, model_config, prepare_backbone
 from .preprocessing import ChannelNormalization, Preprocessing
@@ -173,9 +174,7 @@ def finetune(args: argparse.Namespace) -> FinetuneOutcome | None:
     if trainer.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            tmp = run_dir / ".run.json.tmp"
-            tmp.write_text(json.dumps({k: v for k, v in vars(args).items() if k != "func"}, indent=1))
-            tmp.replace(run_dir / "run.json")
+            write_json(run_dir / "run.json", {k: v for k, v in vars(args).items() if k != "func"})
     if resume and trainer.checkpoint_path.exists():
         trainer.resume()
     result = trainer.fit()

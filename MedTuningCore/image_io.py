@@ -231,6 +231,19 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
+def write_json(path: str | os.PathLike, data: object, indent: int = 1) -> None:
+    """Write JSON atomically: a temporary file beside the target, then a rename."""
+    import json
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=indent))
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write atomically: a temporary file beside the target, then a rename."""
     p = Path(path)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import InputError, MedTuningError
-from .image_io import READABLE_SUFFIXES, check_output_path, image_suffix, write_image
+from .image_io import READABLE_SUFFIXES, check_output_path, image_suffix, write_image, write_json
 from .predictor import Segmenter, SetDescription
 from .progress import ProgressPrinter
 
@@ -115,9 +115,7 @@ def run_several_sets(args: argparse.Namespace) -> int:
     merged, table = merge_segmentations(segmenters, case.channels)
     labels_json = output.with_name(output.name.split(".")[0] + ".labels.json")
     write_image(merged, output)
-    tmp = labels_json.with_name(f".{labels_json.name}.tmp")
-    tmp.write_text(json.dumps([vars(t) for t in table], indent=2))
-    tmp.replace(labels_json)
+    write_json(labels_json, [vars(t) for t in table], indent=2)
     print(f"merged {len(segmenters)} sets into {output}; label table: {labels_json}", file=sys.stderr)
     return 0
 

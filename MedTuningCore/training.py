@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import resource
@@ -35,6 +34,7 @@ import torch.distributed as dist
 from .adapter_set import tuned_state
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from .datasets import PreparedCase
+from .image_io import write_json
 from .inference import InferenceOptions, SlidingWindowPredictor, resolve_device
 from .losses import segmentation_loss
 from .models import MedTuningModel
@@ -320,6 +320,4 @@ def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: f
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    tmp = run_dir / ".history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    tmp.replace(run_dir / "history.json")
+    write_json(run_dir / "history.json", history)
