@@ -127,6 +127,16 @@ class SlidingWindowPredictor:
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
 
+    @classmethod
+    def for_model(cls, model: nn.Module, options: InferenceOptions) -> SlidingWindowPredictor:
+        """A predictor sized from a MedTuningModel's configuration (tiles of its slice size,
+        slabs of its reference depth; only ViTs take other tile sizes)."""
+        from .models.backbones import backbone_family
+
+        cfg = model.config
+        return cls(model, options, cfg.num_classes, tile_size=cfg.img_size, size_multiple=model.size_multiple,
+                   window_depth=cfg.reference_depth, flexible_tiles=backbone_family(cfg.backbone) == "vit")
+
     @torch.inference_mode()
     def predict_logits(self, volume: np.ndarray | torch.Tensor, progress: ProgressCallback | None = None
                        ) -> torch.Tensor:

@@ -27,7 +27,6 @@ from .errors import InputError
 from .image_io import load_case
 from .inference import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
 from .models import MedTuningModel, build_model
-from .models.backbones import backbone_family
 from .postprocessing import PostProcessing, postprocess
 from .preprocessing import (
     CaseGeometry,
@@ -116,12 +115,7 @@ class Segmenter:
         self.adapter_set: AdapterSet | None = None
         self.description = description
         self.model = model
-        cfg = model.config
-        self.predictor = SlidingWindowPredictor(
-            model, description.inference, cfg.num_classes, tile_size=cfg.img_size,
-            size_multiple=model.size_multiple, window_depth=cfg.reference_depth,
-            flexible_tiles=backbone_family(cfg.backbone) == "vit",
-        )
+        self.predictor = SlidingWindowPredictor.for_model(model, description.inference)
 
     @classmethod
     def from_description(cls, description: SetDescription | dict[str, Any] | str) -> Segmenter:

@@ -38,7 +38,6 @@ from .image_io import write_json
 from .inference import InferenceOptions, SlidingWindowPredictor, resolve_device
 from .losses import segmentation_loss
 from .models import MedTuningModel
-from .models.backbones import backbone_family
 from .sampling import SamplingOptions, training_batch
 from .tensor_file import read_tensor_file, write_tensor_file
 
@@ -307,15 +306,12 @@ class Trainer:
 def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
                     device: torch.device | str = "cpu") -> list[float]:
     """Mean Dice per foreground class of sliding-window predictions on preprocessed cases."""
-    cfg = model.config
-    predictor = SlidingWindowPredictor(
-        model, InferenceOptions(device=str(device), overlap=overlap), cfg.num_classes, tile_size=cfg.img_size,
-        size_multiple=model.size_multiple, window_depth=cfg.reference_depth,
-        flexible_tiles=backbone_family(cfg.backbone) == "vit")
+    predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=str(device), overlap=overlap))
+    classes = model.config.num_classes
     per_case = []
     for case in cases:
         pred = predictor.predict_logits(case.volume).argmax(0).numpy()
-        per_case.append(dice_per_class(pred, case.label, cfg.num_classes))
+        per_case.append(dice_per_class(pred, case.label, classes))
     return list(np.mean(per_case, axis=0))
 
 
