@@ -215,15 +215,16 @@ class PreparedCase:
 
 
 def prepare(case: Case, labels: LabelSpec, spec: Preprocessing, channels: int) -> PreparedCase:
-    images = [read_image(i) if not isinstance(i, sitk.Image) else i for i in case.images]
     if all(isinstance(i, str) for i in case.images):
-        loaded = load_case(case.images, channels).channels
+        loaded = load_case(case.images, channels).channels  # reads and checks each file once
     else:
-        loaded = [sitk.Cast(i, sitk.sitkFloat32) for i in images]
+        loaded = [sitk.Cast(i if isinstance(i, sitk.Image) else read_image(i), sitk.sitkFloat32)
+                  for i in case.images]
     volume, geometry = preprocess(loaded, spec)
     label_image = case.label if isinstance(case.label, sitk.Image) else read_image(case.label)
     label_image = sitk.Cast(label_image, sitk.sitkUInt16)  # BraTS stores labels as float
     raw = preprocess_label(label_image, geometry, spec)
-    mapped = labels.lookup()[np.clip(raw, 0, len(labels.lookup()) - 1)]
-    grid = geometry.resampled or geometry.oriented
+    table = labels.lookup()
+    mapped = table[np.clip(raw, 0, len(table) - 1)]
+    grid = geometry.resampled if geometry.resampled is not None else geometry.oriented
     return PreparedCase(case.name, volume, mapped, tuple(grid.GetSpacing()))

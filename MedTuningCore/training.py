@@ -166,6 +166,7 @@ class Trainer:
         self.best_score: float | None = None
         self.best_epoch = -1
         self.best_dice: dict[str, float] = {}
+        self.best_tensors: dict[str, torch.Tensor] = {}  # kept in memory only without validation
         self.stale = 0
 
     # -- persistence ------------------------------------------------------------------
@@ -296,7 +297,7 @@ class Trainer:
 
     def best_state(self) -> dict[str, torch.Tensor]:
         """Tensors of the best epoch: from best.safetensors, else the current model."""
-        if getattr(self, "best_tensors", None):
+        if self.best_tensors:
             return self.best_tensors
         if self.best_path.exists():
             return read_tensor_file(self.best_path)[0]
