@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare_command import add_compare_parser
 
     add_compare_parser(sub)
+    from .demo_command import add_demo_parser
+
+    add_demo_parser(sub)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 Each tuning method is fine-tuned in its own process (so its peak memory is its own) on the
 same split with the same seed, then evaluated on the validation cases on their original
-grids. Usage:
+grids; with `--folds K` every method is trained K times and each case is validated once.
+Usage:
 
     medtuning compare --methods med_adapter,full,head --out results/ -- --data brats.csv \\
         --labels necrosis,edema,non-enhancing,enhancing --backbone vit_small_patch14_dinov2 --epochs 20
@@ -32,6 +33,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--methods", default="med_adapter,full,head", help=f"comma-separated: {', '.join(TUNING_METHODS)}")
     p.add_argument("--out", required=True, help="directory for the sets, runs and results")
     p.add_argument("--regions", default=None, help="brats, kits or NAME=V,V;...")
+    p.add_argument("--folds", type=int, default=None,
+                   help="k-fold cross-validation: train each method k times, every case validated once")
     p.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: the arguments of `finetune`")
     p.set_defaults(func=run_compare)
 
@@ -52,33 +55,46 @@ def run_compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     library = Library(option(passthrough, "--library"))
     dataset = load_dataset(option(passthrough, "--data"))
-    rows = []
-    for method in methods:
-        target = out / f"{method}.safetensors"
-        cmd = [sys.executable, "-m", "MedTuningCore", "finetune", *passthrough, "--tuning", method,
-               "-o", str(target), "--run-dir", str(out / f"{method}.run"), "--progress", "json"]
-        print(f"compare: training {method}...", file=sys.stderr, flush=True)
+    rows = [compare_method(method, passthrough, args, out, library, dataset) for method in methods]
+    write_json(out / "compare.json", rows)
+    print(markdown_table(rows))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+def compare_method(method: str, passthrough: list[str], args: argparse.Namespace, out: Path, library: Library,
+                   dataset) -> dict:
+    """Train `method` on every fold (or the one split), evaluate each fold's validation cases
+    on their original grids, and pool the per-case metrics."""
+    folds = list(range(args.folds)) if args.folds else [None]
+    per_case: dict = {}
+    runs = []
+    for fold in folds:
+        tag = method if fold is None else f"{method}.fold{fold}"
+        target = out / f"{tag}.safetensors"
+        fold_args = [] if fold is None else ["--folds", str(args.folds), "--fold", str(fold)]
+        cmd = [sys.executable, "-m", "MedTuningCore", "finetune", *passthrough, *fold_args, "--tuning", method,
+               "-o", str(target), "--run-dir", str(out / f"{tag}.run"), "--progress", "json"]
+        print(f"compare: training {tag}...", file=sys.stderr, flush=True)
         run = subprocess.run(cmd, capture_output=True, text=True)
         done = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"event": "done"')]
         if run.returncode not in (0, 130) or not done:
-            rows.append({"method": method, "error": (run.stderr.strip().splitlines() or ["failed"])[-1]})
-            continue
+            return {"method": method, "error": f"{tag}: " + (run.stderr.strip().splitlines() or ["failed"])[-1]}
         segmenter = Segmenter.from_set(str(target), SetLoader(library))
         manifest = segmenter.adapter_set.manifest
         labels = {lb["name"]: lb["value"] for lb in manifest["task"]["labels"]}
         val_names = set(manifest["provenance"]["validation_cases"])
         regions = parse_regions(args.regions, list(labels.values()))
-        per_case = evaluate_cases(segmenter, [c for c in dataset.cases if c.name in val_names], labels, regions)
-        from .models import build_model
+        per_case.update(evaluate_cases(segmenter, [c for c in dataset.cases if c.name in val_names], labels,
+                                       regions))
+        runs.append(done[0])
+    from .models import build_model
 
-        counts = build_model(**config_from_manifest(manifest).to_dict()).parameter_counts()
-        rows.append({"method": method, "tuned": counts["tuned"], "inserted": counts["inserted"],
-                     "summary": summarise(per_case), "seconds_per_step": done[0]["seconds_per_step"],
-                     "peak_memory_mb": done[0]["peak_memory_mb"], "cases": sorted(val_names),
-                     "structures": list(regions) or list(labels)})
-    write_json(out / "compare.json", rows)
-    print(markdown_table(rows))
-    return 0 if all("error" not in r for r in rows) else 1
+    counts = build_model(**config_from_manifest(manifest).to_dict()).parameter_counts()
+    return {"method": method, "tuned": counts["tuned"], "inserted": counts["inserted"],
+            "summary": summarise(per_case), "per_case": per_case, "folds": len(folds),
+            "seconds_per_step": sum(r["seconds_per_step"] for r in runs) / len(runs),
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in runs), "cases": sorted(per_case),
+            "structures": list(regions) or list(labels)}
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -16,6 +16,7 @@ from .errors import InputError
 from .image_io import read_image
 from .library import Library
 from .metrics import REGION_PRESETS, case_metrics, summarise
+from .montage import blend, grey, write_png
 from .predictor import Segmenter
 from .set_loader import SetLoader
 
@@ -109,23 +110,11 @@ def write_table(path: Path, per_case: dict) -> None:
     tmp.replace(path)
 
 
-PALETTE = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [213, 94, 0], [204, 121, 167],
-                    [240, 228, 66], [0, 114, 178]], np.uint8)
-
-
 def write_overlay(path: Path, image: sitk.Image, ref: np.ndarray, pred: np.ndarray) -> None:
     """Reference (left) and prediction (right) over the slice with most reference foreground."""
     volume = sitk.GetArrayFromImage(image).astype(np.float32)
     k = int(np.argmax((ref > 0).sum(axis=(1, 2)))) if (ref > 0).any() else volume.shape[0] // 2
-    gray = volume[k]
-    low, high = np.percentile(gray, (1, 99))
-    gray = (np.clip((gray - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
-    panels = []
-    for labels in (ref[k], pred[k]):
-        rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
-        colours = PALETTE[np.clip(labels, 0, len(PALETTE) - 1)].astype(np.float32)
-        mask = labels > 0
-        rgb[mask] = 0.5 * rgb[mask] + 0.5 * colours[mask]
-        panels.append(rgb.astype(np.uint8))
+    gray = grey(volume[k], *np.percentile(volume[k], (1, 99)))
+    panels = [blend(gray, labels) for labels in (ref[k], pred[k])]
     both = np.concatenate([panels[0], np.zeros((gray.shape[0], 4, 3), np.uint8), panels[1]], axis=1)
-    sitk.WriteImage(sitk.GetImageFromArray(both[::-1], isVector=True), str(path))
+    write_png(path, both[::-1])

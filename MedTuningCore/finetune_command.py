@@ -57,6 +57,12 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--val-cases", type=int, default=None, help="validation cases (default: 20%%, at least 1)")
+    p.add_argument("--val-names", help="validation cases by name, comma-separated (instead of a random split)")
+    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation: the number of folds")
+    p.add_argument("--fold", type=int, default=0, help="with --folds: which fold (0-based) validates")
+    p.add_argument("--augmentation", choices=["paper", "strong"], default="paper",
+                   help="paper: flips, scale and shift; strong: also rotation, scaling, noise, blur, gamma, "
+                        "low resolution and bias field (for a handful of cases)")
     p.add_argument("--val-every", type=int, default=1)
     p.add_argument("--early-stop", type=int, default=None, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=0)
@@ -86,8 +92,24 @@ def preprocessing_from(args: argparse.Namespace, channels: int) -> Preprocessing
     return Preprocessing(spacing=spacing, normalization=[norm] * channels, crop_foreground=args.crop_foreground)
 
 
-def split(names: list[str], val_cases: int | None, seed: int) -> tuple[list[int], list[int]]:
+def split(names: list[str], val_cases: int | None, seed: int, val_names: list[str] | None = None,
+          folds: int | None = None, fold: int = 0) -> tuple[list[int], list[int]]:
+    """(training, validation) case indices: named validation cases; fold `fold` of `folds`
+    over a seeded permutation (every case validates in exactly one fold); or a seeded random
+    20 %% (or `val_cases`)."""
+    if val_names:
+        unknown = [n for n in val_names if n not in names]
+        if unknown:
+            raise InputError(f"--val-names: no cases named {unknown}; the dataset has {names}")
+        val = sorted(names.index(n) for n in val_names)
+        return [i for i in range(len(names)) if i not in val], val
     order = np.random.default_rng(seed).permutation(len(names))
+    if folds is not None:
+        if not 2 <= folds <= len(names) or not 0 <= fold < folds:
+            raise InputError(f"--folds {folds} --fold {fold}: need 2 <= folds <= {len(names)} cases and "
+                             f"0 <= fold < folds")
+        val = np.array_split(order, folds)[fold]
+        return sorted(set(order.tolist()) - set(val.tolist())), sorted(val.tolist())
     n_val = max(1, round(0.2 * len(names))) if val_cases is None else val_cases
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
@@ -148,7 +170,10 @@ def finetune(args: argparse.Namespace) -> FinetuneOutcome | None:
                      or ([c["name"] for c in start_set.manifest["task"]["channels"]] if start_set else []))
     in_channels = len(channel_names) or len(dataset.cases[0].images)
     channel_names = channel_names or [f"channel{i}" for i in range(in_channels)]
-    train_idx, val_idx = split([c.name for c in dataset.cases], args.val_cases, args.seed)
+    val_names = [n.strip() for n in args.val_names.split(",") if n.strip()] if getattr(args, "val_names", None) \
+        else None
+    train_idx, val_idx = split([c.name for c in dataset.cases], args.val_cases, args.seed, val_names,
+                               getattr(args, "folds", None), getattr(args, "fold", 0))
     try:
         validate(dataset, labels, in_channels, min_cases=len(val_idx) + 1)
     except DatasetError as error:
@@ -169,7 +194,7 @@ def finetune(args: argparse.Namespace) -> FinetuneOutcome | None:
         patch=(args.patch_depth, model.config.img_size, model.config.img_size), lr=args.lr,
         warmup_epochs=args.warmup_epochs, ce_weight=args.ce_weight, accumulate=args.accumulate,
         grad_checkpointing=args.grad_checkpointing, val_every=args.val_every, early_stop=args.early_stop,
-        seed=args.seed, device=args.device)
+        seed=args.seed, device=args.device, augmentation=getattr(args, "augmentation", "paper"))
     trainer = Trainer(model, train, val, config, run_dir, labels.names, progress, args.cancel_file)
     if trainer.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set
 from .backbone_store import BackboneStore
+from .shipped_sets import shipped_set_file
 
 ENV_VAR = "MEDTUNING_HOME"
 
@@ -84,6 +85,13 @@ class Library:
         if p.suffix == ".safetensors" or p.is_file():
             return load_adapter_set(p)
         path = self.set_path(str(name_or_file))
+        shipped = shipped_set_file(str(name_or_file))
+        if not path.is_file() and shipped is not None:  # first use of a set that comes with MedTuning
+            try:
+                return self.install(shipped)
+            except AdapterSetError as error:
+                if not path.is_file():  # not a concurrent install of the same set: a real failure
+                    raise AdapterSetError(f"the shipped set {shipped} could not be installed: {error}") from None
         if not path.is_file():
             installed = ", ".join(self.names()) or "none"
             raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "

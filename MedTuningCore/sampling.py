@@ -3,7 +3,8 @@
 Patches are D x H x W crops; a share of them is centred on a foreground voxel of a randomly
 chosen class, so that small structures are seen (as nnU-Net does). Augmentation follows the
 Med-Tuning appendix (A.1): flips along each of the three axes with p = 0.5, and per channel
-an intensity scale from U(0.9, 1.1) and shift from U(-0.1, 0.1).
+an intensity scale from U(0.9, 1.1) and shift from U(-0.1, 0.1). `augmentation="strong"`
+adds the spatial and intensity transforms of `augmentation.py` for very small datasets.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import augmentation
 from .datasets import PreparedCase
 
 
@@ -21,6 +23,11 @@ class SamplingOptions:
     foreground_fraction: float = 0.33
     flips: bool = True
     intensity: bool = True
+    augmentation: str = "paper"  # or "strong"
+
+    def __post_init__(self) -> None:
+        if self.augmentation not in augmentation.AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {augmentation.AUGMENTATIONS}, not {self.augmentation!r}")
 
 
 def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,12 +36,15 @@ def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.pad(array, pads) if any(p[1] for p in pads) else array
 
 
-def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    volume = pad_to(case.volume, options.patch)
-    label = pad_to(case.label, options.patch)
+def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Generator,
+                 shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of `shape` (default: the training patch), foreground-centred with probability
+    `foreground_fraction`."""
+    shape = shape or options.patch
+    volume = pad_to(case.volume, shape)
+    label = pad_to(case.label, shape)
     size = np.array(label.shape)
-    patch = np.array(options.patch)
+    patch = np.array(shape)
     present = [c for c in np.unique(label) if c != 0]
     if present and rng.random() < options.foreground_fraction:
         cls = rng.choice(present)
@@ -67,7 +77,12 @@ def training_batch(cases: list[PreparedCase], batch_size: int, options: Sampling
     xs, ys = [], []
     for _ in range(batch_size):
         case = cases[rng.integers(len(cases))]
-        x, y = augment(*random_patch(case, options, rng), options, rng)
+        if options.augmentation == "strong":
+            x, y = random_patch(case, options, rng, augmentation.context_patch(options.patch))
+            x, y = augment(*augmentation.spatial(x, y, options.patch, rng), options, rng)
+            x = augmentation.intensity(x, rng)
+        else:
+            x, y = augment(*random_patch(case, options, rng), options, rng)
         xs.append(x)
         ys.append(y)
     return np.stack(xs), np.stack(ys).astype(np.int64)

@@ -61,6 +61,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     foreground_fraction: float = 0.33
+    augmentation: str = "paper"  # "strong" for a handful of cases (see augmentation.py)
     val_overlap: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,7 +205,8 @@ class Trainer:
     def fit(self) -> TrainingResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stop = StopRequest(self.cancel_file)
-        sampling = SamplingOptions(patch=self.patch, foreground_fraction=self.config.foreground_fraction)
+        sampling = SamplingOptions(patch=self.patch, foreground_fraction=self.config.foreground_fraction,
+                                   augmentation=self.config.augmentation)
         steps = self.config.iterations_per_epoch
         start, step_seconds, step_count = time.perf_counter(), 0.0, 0
         if self.device.type == "cuda":

@@ -1,7 +1,9 @@
-"""Peak memory and seconds per training step, Med-Adapter vs full fine-tuning, same batch.
+"""Peak memory and seconds per training step of each tuning method, same batch.
 
     python bench/finetune_cost.py [--device cpu|cuda] [--models vit_s,vit_b] [--batch 2] [--depth 16]
+        [--configs full,head,...,med_adapter,med_adapter+ckpt] [--decoder upernet]
 
+"+ckpt" adds activation checkpointing. Run "full" first: the last column is relative to it.
 Each configuration runs in a fresh process (its own peak memory): 1 warm-up step, then
 `--steps` timed steps of forward + backward + Adam on random volumes of 2 channels,
 depth x slice x slice, 5 classes. CPU memory is the process's peak RSS (PyTorch included);
@@ -21,15 +23,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vit_b": ("vit_base_patch16_224", 128), "vit_s": ("vit_small_patch14_dinov2", 126)}
-CONFIGS = {
-    "med_adapter": {"tuning": "med_adapter"},
-    "med_adapter+ckpt": {"tuning": "med_adapter", "grad_checkpointing": True},
-    "full": {"tuning": "full"},
-    "full+ckpt": {"tuning": "full", "grad_checkpointing": True},
-}
+METHODS = ("full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora", "med_adapter")
+CONFIGS = {m: {"tuning": m} for m in METHODS} | {f"{m}+ckpt": {"tuning": m, "grad_checkpointing": True}
+                                                 for m in METHODS}
 
 
-def child(model_key: str, config_key: str, device: str, batch: int, depth: int, steps: int) -> dict:
+def child(model_key: str, config_key: str, device: str, batch: int, depth: int, steps: int, decoder: str) -> dict:
     import resource
 
     import torch
@@ -40,7 +39,7 @@ def child(model_key: str, config_key: str, device: str, batch: int, depth: int, 
 
     backbone, size = MODELS[model_key]
     torch.manual_seed(0)
-    model = build_model(backbone=backbone, decoder="upernet", in_channels=2, num_classes=5,
+    model = build_model(backbone=backbone, decoder=decoder, in_channels=2, num_classes=5,
                         **CONFIGS[config_key]).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-4, weight_decay=1e-5, amsgrad=True)
@@ -66,7 +65,7 @@ def child(model_key: str, config_key: str, device: str, batch: int, depth: int, 
         torch.cuda.synchronize()
     result = {"seconds_per_step": (time.perf_counter() - start) / steps,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "tuned": model.parameter_counts()["tuned"]}
+              "tuned": model.parameter_counts()["tuned"], "inserted": model.parameter_counts()["inserted"]}
     if device.startswith("cuda"):
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -76,25 +75,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="vit_s,vit_b")
-    parser.add_argument("--configs", default="med_adapter,full,med_adapter+ckpt,full+ckpt")
+    parser.add_argument("--configs", default="full,head,adapter,adaptformer,st_adapter,vpt_deep,lora,med_adapter,"
+                                             "med_adapter+ckpt")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--decoder", default="upernet")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.device, args.batch, args.depth, args.steps)))
+        print(json.dumps(child(*args.child, args.device, args.batch, args.depth, args.steps, args.decoder)))
         return
     print(f"# {time.strftime('%Y-%m-%d')} {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; "
           f"command: python bench/finetune_cost.py {' '.join(sys.argv[1:])}")
-    print(f"# batch {args.batch} x 2 channels x {args.depth} slices x 128 px (126 for ViT-S/14), UPerNet, 5 classes")
-    print("| model | method | tuned (M) | s / step | peak memory MB | memory vs full |")
-    print("|---|---|---|---|---|---|")
+    print(f"# batch {args.batch} x 2 channels x {args.depth} slices x 128 px (126 for ViT-S/14), {args.decoder}, "
+          f"5 classes; {args.steps} timed steps after 1 warm-up")
+    print("| model | method | tuned (M) | inserted (M) | s / step | peak memory MB | memory vs full |")
+    print("|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         results = {}
         for config in args.configs.split(","):
             run = subprocess.run([sys.executable, __file__, "--child", model, config, "--device", args.device,
-                                  "--batch", str(args.batch), "--depth", str(args.depth), "--steps", str(args.steps)],
+                                  "--batch", str(args.batch), "--depth", str(args.depth), "--steps", str(args.steps),
+                                  "--decoder", args.decoder],
                                  capture_output=True, text=True)
             if run.returncode:
                 print(f"| {model} | {config} | failed: {run.stderr.strip().splitlines()[-1]} |", flush=True)
@@ -103,7 +106,8 @@ def main() -> None:
             memory = r.get("peak_gpu_mb", r["peak_rss_mb"])
             full = results.get("full", {})
             ratio = f"{memory / full.get('peak_gpu_mb', full['peak_rss_mb']):.2f}" if full else "-"
-            print(f"| {MODELS[model][0]} | {config} | {r['tuned'] / 1e6:.3f} | {r['seconds_per_step']:.2f} | "
+            print(f"| {MODELS[model][0]} | {config} | {r['tuned'] / 1e6:.3f} | {r['inserted'] / 1e6:.3f} | "
+                  f"{r['seconds_per_step']:.2f} | "
                   f"{memory:.0f} | {ratio} |", flush=True)
 
 

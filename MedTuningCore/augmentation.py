@@ -1,0 +1,127 @@
+"""Strong augmentation: random spatial and intensity transforms for small training sets.
+
+The paper's augmentation (flips, a small per-channel scale and shift) is enough for a
+dataset of hundreds of cases. A set trained on a handful of images, or on one template,
+needs more so that it does not memorise them. The transforms and their probabilities follow
+the ones nnU-Net uses by default (Isensee et al. 2021, Nature Methods, supplementary
+note 4): rotation and scaling, Gaussian noise and blur, brightness, contrast, simulated low
+resolution and gamma; we add a smooth multiplicative bias field, as MRI has (as in
+TorchIO's RandomBiasField, Pérez-García et al. 2021). Everything is seeded from the
+caller's generator, so a resumed run draws the same patches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+AUGMENTATIONS = ("paper", "strong")
+# The spatial transform samples from a crop this much larger than the patch, so that rotated
+# and shrunk patches see real image in their corners rather than padding.
+CONTEXT = 1.25
+
+
+def context_patch(patch: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(int(math.ceil(p * CONTEXT)) for p in patch)  # type: ignore[return-value]
+
+
+def rotation(angles: np.ndarray) -> np.ndarray:
+    """3x3 rotation about the x, y and z axes by `angles` (radians), in that order."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def spatial(x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate (in-plane up to 30 degrees, out of plane up to 10) and scale (0.8-1.25) a
+    context crop [C, D', H', W'] and cut the central `patch` from it; labels use nearest."""
+    big = np.array(y.shape, dtype=np.float64)  # D', H', W'
+    out = np.array(patch, dtype=np.float64)
+    # affine_grid's coordinates are (x, y, z) = (W, H, D), normalised to [-1, 1] of the input.
+    matrix = np.eye(3)
+    if rng.random() < 0.3:
+        angles = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-30, 30)]) * math.pi / 180
+        matrix = rotation(angles)
+    if rng.random() < 0.3:
+        matrix = matrix / rng.uniform(0.8, 1.25)  # > 1 zooms in
+    # Rotate in voxel units (patches are cut after resampling to isotropic spacing, so voxels
+    # are physical): output normalised -> voxels (x out/2), rotate, -> input normalised (/ big/2).
+    theta = np.diag(1.0 / big[::-1]) @ matrix @ np.diag(out[::-1])
+    theta = torch.tensor(np.concatenate([theta, np.zeros((3, 1))], axis=1), dtype=torch.float32)
+    size = [1, 1, *patch]
+    grid = F.affine_grid(theta[None], size, align_corners=False)
+    image = F.grid_sample(torch.from_numpy(np.ascontiguousarray(x))[None], grid, mode="bilinear",
+                          padding_mode="zeros", align_corners=False)[0]
+    label = F.grid_sample(torch.from_numpy(np.ascontiguousarray(y)).float()[None, None], grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)[0, 0]
+    return image.numpy(), label.round().to(torch.uint8).numpy()
+
+
+def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float = 0.3) -> np.ndarray:
+    """A smooth multiplicative field between 0.5 and 2: exp of a random polynomial of degree 2
+    over the patch, centred so that the patch keeps its overall brightness."""
+    axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    terms = list(axes) + [a * b for i, a in enumerate(axes) for b in axes[i:]]
+    log_field = sum(c * t for c, t in zip(rng.uniform(-strength, strength, size=len(terms)), terms))
+    return np.exp(np.clip(log_field - log_field.mean(), -0.69, 0.69)).astype(np.float32)
+
+
+def gaussian_blur(channel: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [D, H, W] in-plane (H and W)."""
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    v = channel[:, None]  # [D, 1, H, W]
+    v = F.conv2d(F.pad(v, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    v = F.conv2d(F.pad(v, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    return v[:, 0]
+
+
+def low_resolution(channel: torch.Tensor, factor: float) -> torch.Tensor:
+    """Downsample by `factor` (nearest) and upsample back (trilinear), as a coarser scan."""
+    shape = channel.shape
+    small = [max(1, int(round(n / factor))) for n in shape]
+    down = F.interpolate(channel[None, None], size=small, mode="nearest")
+    return F.interpolate(down, size=shape, mode="trilinear", align_corners=False)[0, 0]
+
+
+def gamma(channel: torch.Tensor, value: float) -> torch.Tensor:
+    """Gamma on the channel's [min, max] range, keeping its mean and standard deviation."""
+    lo, hi = channel.min(), channel.max()
+    if hi - lo < 1e-6:
+        return channel
+    mean, std = channel.mean(), channel.std()
+    out = ((channel - lo) / (hi - lo)) ** value * (hi - lo) + lo
+    return (out - out.mean()) / (out.std() + 1e-6) * std + mean
+
+
+def intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-channel noise, blur, brightness, contrast, low resolution, gamma and bias field."""
+    out = []
+    for channel in torch.from_numpy(np.ascontiguousarray(x)):
+        if rng.random() < 0.15:
+            channel = channel + torch.from_numpy(rng.normal(0, math.sqrt(rng.uniform(0, 0.1)), channel.shape)
+                                                 .astype(np.float32))
+        if rng.random() < 0.2:
+            channel = gaussian_blur(channel, rng.uniform(0.5, 1.0))
+        if rng.random() < 0.15:
+            channel = channel * rng.uniform(0.75, 1.25)
+        if rng.random() < 0.15:
+            mean = channel.mean()
+            channel = (channel - mean) * rng.uniform(0.75, 1.25) + mean
+        if rng.random() < 0.25:
+            channel = low_resolution(channel, rng.uniform(1.0, 2.0))
+        if rng.random() < 0.3:
+            channel = gamma(channel, rng.uniform(0.7, 1.5))
+        if rng.random() < 0.3:
+            channel = channel * torch.from_numpy(bias_field(tuple(channel.shape), rng))
+        out.append(channel)
+    return torch.stack(out).numpy()

@@ -1,0 +1,116 @@
+"""Train the adapter sets shipped in Resources/AdapterSets with `medtuning finetune`.
+
+    .venv/bin/python scripts/train_shipped_sets.py brain-tissue [--work DIR] [--resume]
+    .venv/bin/python scripts/train_shipped_sets.py brats-glioma [--work DIR] [--resume]
+
+Each recipe writes its training data description into a work folder, runs the project's own
+`medtuning finetune` with the arguments below (recorded in the set's manifest), and copies
+the set into Resources/AdapterSets. CPU-only runs take 15-30 minutes each; `--resume`
+continues a stopped run from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from MedTuningCore.mni_template import TEMPLATE_LICENSE, TISSUE_LABELS, load_template  # noqa: E402
+
+SHIPPED = ROOT / "Resources" / "AdapterSets"
+BRATS = ROOT.parent / "shared" / "data" / "brats2013"
+BACKBONE = "vit_small_patch14_dinov2"
+
+RECIPES = {
+    "brain-tissue": [
+        "--backbone", BACKBONE, "--decoder", "unet", "--tuning", "med_adapter",
+        "--labels", ",".join(f"{v}:{n}" for v, n in TISSUE_LABELS.items()), "--channels", "T1",
+        "--spacing", "1.5,1.5,1.5", "--slice-size", "112", "--patch-depth", "32", "--batch-size", "2",
+        "--epochs", "12", "--iterations", "40", "--val-every", "3", "--augmentation", "strong",
+        "--val-names", "mni152-check", "--seed", "0", "--modality", "MR T1 (skull-stripped)",
+        "--license", f"non-restrictive: {TEMPLATE_LICENSE}",
+        "--description", "Grey and white matter on skull-stripped T1 MRI (a demonstration set)",
+        "--training-data", "ONE image: the MNI ICBM152 2009a symmetric T1 average bundled in PyPI nilearn "
+        "0.14.1, labelled by thresholding its grey- and white-matter probability maps at 0.5, with strong "
+        "spatial and intensity augmentation. The validation case is the same template: there is no "
+        "independent data, so the validation Dice measures fit, not generalisation.",
+    ],
+    "brats-glioma": [
+        "--backbone", BACKBONE, "--decoder", "unet", "--tuning", "med_adapter",
+        "--labels", "1:necrosis,2:edema,3:non-enhancing,4:enhancing", "--channels", "FLAIR,T1c",
+        "--spacing", "2,2,2", "--slice-size", "112", "--patch-depth", "32", "--batch-size", "2",
+        "--epochs", "12", "--iterations", "40", "--val-every", "3", "--augmentation", "strong",
+        "--val-names", "pat0006", "--seed", "0", "--modality", "MR FLAIR + T1c (z-scored in the brain)",
+        "--license", "CC BY-NC-SA 3.0 (non-commercial, share-alike; inherited from the BraTS 2013 data)",
+        "--description", "Glioma sub-regions on brain MRI: necrosis, edema, non-enhancing and enhancing tumour",
+        "--training-data", "3 cases of BraTS 2013 (Menze et al. 2015, IEEE TMI; pat0003, pat0004, pat0005 as "
+        "redistributed by deepmedic), validated on 1 (pat0006). Far too few for clinical use.",
+    ],
+}
+
+
+def brain_tissue_data(work: Path) -> Path:
+    """The template as two CSV rows: 'mni152' trains and an identical copy 'mni152-check'
+    validates (finetune keeps validation cases out of training, so the copy has its own name)."""
+    t1, labels = load_template()
+    rows = []
+    for name in ("mni152", "mni152-check"):
+        folder = work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(t1, str(folder / "t1.nii.gz"), True)
+        sitk.WriteImage(labels, str(folder / "tissue.nii.gz"), True)
+        rows.append(f"{name}/t1.nii.gz,{name}/tissue.nii.gz")
+    csv = work / "dataset.csv"
+    csv.write_text("T1,label\n" + "\n".join(rows) + "\n")
+    return csv
+
+
+def brats_data(work: Path) -> Path:
+    cases = sorted(p for p in BRATS.glob("pat*") if p.is_dir())
+    if len(cases) != 4:
+        raise SystemExit(f"{BRATS}: expected the 4 BraTS 2013 cases of ../shared/data")
+    rows = [f"{c}/Flair_subtrMeanDivStd.nii.gz,{c}/T1c_subtrMeanDivStd.nii.gz,{c}/OTMultiClass.nii.gz"
+            for c in cases]  # the CSV names each case after its label's folder: pat0003, ...
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "dataset.csv"
+    csv.write_text("FLAIR,T1c,label\n" + "\n".join(rows) + "\n")
+    return csv
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: ../medtuning-work/RECIPE)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the work folder")
+    parser.add_argument("--library", default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    work = (args.work or ROOT.parent / "medtuning-work" / args.recipe).resolve()
+    output = work / f"{args.recipe}.safetensors"
+    run_dir = work / "run"
+    library = ["--library", args.library] if args.library else []
+    if args.resume:
+        cmd = ["finetune", "--resume", str(run_dir), "--progress", "json"]
+    else:
+        csv = brain_tissue_data(work) if args.recipe == "brain-tissue" else brats_data(work)
+        cmd = ["finetune", "--data", str(csv), *RECIPES[args.recipe], "--name", args.recipe, "-o", str(output),
+               "--run-dir", str(run_dir), "--device", args.device, "--progress", "json", *library]
+    print("medtuning " + " ".join(cmd), flush=True)
+    code = subprocess.call([sys.executable, "-m", "MedTuningCore", *cmd], cwd=ROOT)
+    if code != 0:
+        return code
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(output, SHIPPED / output.name)
+    print(f"copied {output} to {SHIPPED}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
