@@ -293,9 +293,12 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
 
     def listSets(self) -> list[dict]:
         from MedTuningCore.library_commands import set_summary
+        from MedTuningCore.shipped_sets import shipped_set_files
 
         library = self.library()
-        return [set_summary(library.get(name)) for name in library.names()]
+        # the sets that come with the extension are installed the first time they are listed
+        names = sorted(set(library.names()) | set(shipped_set_files()))
+        return [set_summary(library.get(name)) for name in names]
 
     def channelNames(self, setName: str) -> list[str]:
         if not setName:
