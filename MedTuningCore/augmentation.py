@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 
 AUGMENTATIONS = ("paper", "strong")
-# The spatial transform samples from a crop this much larger than the patch, so that rotated
-# and shrunk patches see real image in their corners rather than padding.
-CONTEXT = 1.25
+# The spatial transform samples from a crop larger than the patch by this share on each side,
+# so that rotated and shrunk patches see real image in their corners rather than padding.
+CONTEXT = 0.125
 
 
-def context_patch(patch: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(int(math.ceil(p * CONTEXT)) for p in patch)  # type: ignore[return-value]
+def context_margin(patch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Voxels of context on each side (the same on both, so the patch stays centred on a voxel)."""
+    return tuple(int(math.ceil(CONTEXT * p)) for p in patch)  # type: ignore[return-value]
 
 
 def rotation(angles: np.ndarray) -> np.ndarray:
@@ -38,25 +39,29 @@ def rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def spatial(x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator
+def spatial(x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], spacing_zyx: tuple[float, float, float],
+            rng: np.random.Generator, force: tuple[np.ndarray, float] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
     """Rotate (in-plane up to 30 degrees, out of plane up to 10) and scale (0.8-1.25) a
-    context crop [C, D', H', W'] and cut the central `patch` from it; labels use nearest."""
+    context crop [C, D', H', W'] about its centre in millimetres, and cut the central `patch`;
+    labels use nearest neighbour. `force` = (angles in radians, zoom) fixes the draw (tests)."""
     big = np.array(y.shape, dtype=np.float64)  # D', H', W'
     out = np.array(patch, dtype=np.float64)
-    # affine_grid's coordinates are (x, y, z) = (W, H, D), normalised to [-1, 1] of the input.
     matrix = np.eye(3)
-    if rng.random() < 0.3:
-        angles = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-30, 30)]) * math.pi / 180
-        matrix = rotation(angles)
-    if rng.random() < 0.3:
-        matrix = matrix / rng.uniform(0.8, 1.25)  # > 1 zooms in
-    # Rotate in voxel units (patches are cut after resampling to isotropic spacing, so voxels
-    # are physical): output normalised -> voxels (x out/2), rotate, -> input normalised (/ big/2).
-    theta = np.diag(1.0 / big[::-1]) @ matrix @ np.diag(out[::-1])
+    if force is not None:
+        matrix = rotation(np.asarray(force[0], dtype=np.float64)) / force[1]
+    else:
+        if rng.random() < 0.3:
+            angles = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-30, 30)]) * math.pi / 180
+            matrix = rotation(angles)
+        if rng.random() < 0.3:
+            matrix = matrix / rng.uniform(0.8, 1.25)  # > 1 zooms in
+    # affine_grid's coordinates are (x, y, z) = (W, H, D), normalised to [-1, 1]: output
+    # normalised -> millimetres (x out/2 x spacing), rotate, -> input normalised (/ (big/2 x spacing)).
+    sp = np.asarray(spacing_zyx, dtype=np.float64)[::-1]
+    theta = np.diag(1.0 / (big[::-1] * sp)) @ matrix @ np.diag(out[::-1] * sp)
     theta = torch.tensor(np.concatenate([theta, np.zeros((3, 1))], axis=1), dtype=torch.float32)
-    size = [1, 1, *patch]
-    grid = F.affine_grid(theta[None], size, align_corners=False)
+    grid = F.affine_grid(theta[None], [1, 1, *patch], align_corners=False)
     image = F.grid_sample(torch.from_numpy(np.ascontiguousarray(x))[None], grid, mode="bilinear",
                           padding_mode="zeros", align_corners=False)[0]
     label = F.grid_sample(torch.from_numpy(np.ascontiguousarray(y)).float()[None, None], grid, mode="nearest",

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .image_io import load_case, write_image, write_json
+from .image_io import grid_differences, load_case, write_image, write_json
 from .library import Library
 from .metrics import mask_metrics
 from .montage import colour_name, write_montage
@@ -57,14 +57,17 @@ def inputs(args: argparse.Namespace) -> tuple[Path, sitk.Image | None, str]:
     return template_path("t1"), reference, "MNI ICBM152 2009a T1 template from nilearn (1 mm, 197 x 233 x 189)"
 
 
-def label_report(labels: sitk.Image, reference: sitk.Image | None, names: dict[int, str]) -> dict[str, Any]:
+def label_report(labels: sitk.Image, reference: sitk.Image | None, names: dict[int, str],
+                 reference_name: str = "reference") -> dict[str, Any]:
     """Per label: volume in mL, its montage colour, and Dice / HD95 against the reference."""
     pred = sitk.GetArrayFromImage(labels)
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
     ref = None
     if reference is not None:
-        if reference.GetSize() != labels.GetSize():
-            raise InputError(f"the reference is {reference.GetSize()} voxels, the image {labels.GetSize()}")
+        differences = grid_differences(reference, labels)
+        if differences:
+            raise InputError(f"{reference_name}: the reference label map is not on the image's grid "
+                             f"({'; '.join(differences)}); resample it onto the image first")
         ref = sitk.GetArrayFromImage(reference)
     spacing_zyx = labels.GetSpacing()[::-1]
     rows = {}
@@ -136,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if not args.input else (args.reference or ""),
         "seconds": {"load": t_loaded - t_start, "segment": t_done - t_loaded,
                     "total": time.perf_counter() - t_start, **result.seconds},
-        "labels": label_report(result.labels, reference, names),
+        "labels": label_report(result.labels, reference, names, args.reference or "template tissue maps"),
     }
     write_json(out / "report.json", report, indent=2)
     text = markdown(report)

@@ -97,7 +97,12 @@ def split(names: list[str], val_cases: int | None, seed: int, val_names: list[st
     """(training, validation) case indices: named validation cases; fold `fold` of `folds`
     over a seeded permutation (every case validates in exactly one fold); or a seeded random
     20 %% (or `val_cases`)."""
+    if val_names and (folds is not None or val_cases is not None):
+        raise InputError("give one of --val-names, --folds or --val-cases, not several")
+    if folds is not None and val_cases is not None:
+        raise InputError("give --folds or --val-cases, not both")
     if val_names:
+        val_names = sorted(set(val_names))
         unknown = [n for n in val_names if n not in names]
         if unknown:
             raise InputError(f"--val-names: no cases named {unknown}; the dataset has {names}")

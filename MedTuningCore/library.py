@@ -92,6 +92,10 @@ class Library:
             except AdapterSetError as error:
                 if not path.is_file():  # not a concurrent install of the same set: a real failure
                     raise AdapterSetError(f"the shipped set {shipped} could not be installed: {error}") from None
+            except OSError as error:  # a read-only or full library: use the shipped file where it is
+                print(f"medtuning: could not install {shipped.name} into {self.sets_dir} ({error}); "
+                      f"using it from {shipped.parent}", file=sys.stderr)
+                return load_adapter_set(shipped)
         if not path.is_file():
             installed = ", ".join(self.names()) or "none"
             raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "

@@ -6,6 +6,7 @@ deficiency; label value v gets PALETTE[v] (values beyond the palette wrap around
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,12 @@ def blend(gray: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndar
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """Write atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def isotropic_lps(image: sitk.Image, labels: sitk.Image, max_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -37,14 +37,14 @@ def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Generator,
-                 shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A crop of `shape` (default: the training patch), foreground-centred with probability
-    `foreground_fraction`."""
-    shape = shape or options.patch
-    volume = pad_to(case.volume, shape)
-    label = pad_to(case.label, shape)
+                 margin: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """A training patch, foreground-centred with probability `foreground_fraction`, plus
+    `margin` voxels of context on every side (zero-padded beyond the volume): the patch is
+    chosen first, so context never changes which voxels patches reach."""
+    volume = pad_to(case.volume, options.patch)
+    label = pad_to(case.label, options.patch)
     size = np.array(label.shape)
-    patch = np.array(shape)
+    patch = np.array(options.patch)
     present = [c for c in np.unique(label) if c != 0]
     if present and rng.random() < options.foreground_fraction:
         cls = rng.choice(present)
@@ -53,6 +53,10 @@ def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Ge
         start = np.clip(centre - patch // 2, 0, size - patch)
     else:
         start = np.array([rng.integers(0, s - p + 1) for s, p in zip(size, patch)])
+    if any(margin):  # in the padded arrays the context box starts where the patch did
+        pads = [(m, m) for m in margin]
+        volume, label = np.pad(volume, [(0, 0), *pads]), np.pad(label, pads)
+        patch = patch + 2 * np.array(margin)
     box = tuple(slice(int(s), int(s + p)) for s, p in zip(start, patch))
     return volume[(slice(None), *box)].copy(), label[box].copy()
 
@@ -78,8 +82,8 @@ def training_batch(cases: list[PreparedCase], batch_size: int, options: Sampling
     for _ in range(batch_size):
         case = cases[rng.integers(len(cases))]
         if options.augmentation == "strong":
-            x, y = random_patch(case, options, rng, augmentation.context_patch(options.patch))
-            x, y = augment(*augmentation.spatial(x, y, options.patch, rng), options, rng)
+            x, y = random_patch(case, options, rng, augmentation.context_margin(options.patch))
+            x, y = augment(*augmentation.spatial(x, y, options.patch, case.spacing[::-1], rng), options, rng)
             x = augmentation.intensity(x, rng)
         else:
             x, y = augment(*random_patch(case, options, rng), options, rng)

@@ -21,7 +21,8 @@ def shipped_sets_dir() -> Path:
 
 
 def shipped_set_files() -> dict[str, Path]:
-    """Shipped set files by set name (the file stem)."""
+    """Shipped set files by set name (the file stem, which is the set's name: the training
+    recipes write them so, and the tests check it)."""
     folder = shipped_sets_dir()
     if not folder.is_dir():
         return {}

@@ -100,7 +100,8 @@ def main() -> None:
                                   "--decoder", args.decoder],
                                  capture_output=True, text=True)
             if run.returncode:
-                print(f"| {model} | {config} | failed: {run.stderr.strip().splitlines()[-1]} |", flush=True)
+                reason = (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]
+                print(f"| {model} | {config} | failed: {reason} |", flush=True)
                 continue
             results[config] = r = json.loads(run.stdout.strip().splitlines()[-1])
             memory = r.get("peak_gpu_mb", r["peak_rss_mb"])

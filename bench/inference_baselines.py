@@ -12,7 +12,9 @@ slice size in-plane, overlap 0.5, batch 1 on CPU. Each run is a fresh process (i
 memory); `tta` averages the 8 flips of the three axes.
 
 - medtuning: `Segmenter` (inference mode, Gaussian blending, batched windows, CUDA autocast),
-  seconds for the whole call (resampling there and back included) and for inference alone.
+  seconds for the whole call (resampling there and back included) and for inference alone;
+  compare the inference column across methods (the baselines do inference only). On CUDA
+  MedTuning runs bf16 with batches of 8 windows, the baselines float32 one window at a time.
 - plain: the loop a researcher would write: windows one at a time under `torch.no_grad`,
   float32, averaged with uniform weights.
 - monai: `monai.inferers.sliding_window_inference(roi_size=window, overlap=0.5,
@@ -38,14 +40,14 @@ FLIPS = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
 
 def load_segmenter(set_name: str, device: str):
     sys.path.insert(0, str(ROOT))
-    from MedTuningCore.adapter_set import load_adapter_set
+    from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set
     from MedTuningCore.predictor import Segmenter, description_from_manifest
     from MedTuningCore.set_loader import config_from_manifest
     from MedTuningCore.shipped_sets import shipped_set_file
 
     try:
         return Segmenter.from_set(set_name, inference={"device": device}), "trained weights"
-    except Exception:  # no library or backbone here: the same architecture with random weights
+    except AdapterSetError:  # no library or backbone here: the same architecture with random weights
         path = shipped_set_file(set_name)
         if path is None:
             raise SystemExit(f"no set {set_name!r} installed or shipped") from None
@@ -63,8 +65,8 @@ def plain_loop(model, x, window, overlap: float, num_classes: int):
     from MedTuningCore.inference import window_starts  # the same window positions
 
     _, _, d, h, w = x.shape
-    logits = torch.zeros((1, num_classes, d, h, w))
-    count = torch.zeros((1, 1, d, h, w))
+    logits = torch.zeros((1, num_classes, d, h, w), device=x.device)
+    count = torch.zeros((1, 1, d, h, w), device=x.device)
     with torch.no_grad():
         for z, y, xx in itertools.product(*(window_starts(s, n, overlap) for s, n in zip((d, h, w), window))):
             box = (slice(None), slice(None), *(slice(s, s + n) for s, n in zip((z, y, xx), window)))
@@ -110,7 +112,7 @@ def child(method: str, tta: bool, set_name: str, device: str) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        return seconds, seconds
+        return float("nan"), seconds  # inference only: no reading, resampling or restoring
 
     if dev.type == "cuda":
         run_once()
@@ -152,7 +154,8 @@ def main() -> None:
             r = json.loads(run.stdout.strip().splitlines()[-1])
             gpu = f"{r['peak_gpu_mb']:.0f} ({r['gpu']})" if "peak_gpu_mb" in r else "-"
             print(f"| {method} | {tta} | {r['device']} ({r['threads']} threads) | {tuple(r['volume'])} | "
-                  f"{tuple(r['window'])} | {r['seconds']:.1f} | {r['inference_seconds']:.1f} | "
+                  f"{tuple(r['window'])} | {'-' if r['seconds'] != r['seconds'] else format(r['seconds'], '.1f')} | "
+                  f"{r['inference_seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | {gpu} |", flush=True)
             weights.add(r["weights"])
     print(f"\nNetwork: the {args.set} set's architecture with {', '.join(sorted(weights))}.")

@@ -13,6 +13,7 @@ continues a stopped run from its last epoch.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -128,7 +129,9 @@ def main() -> int:
         print(f"wrote {output}")
         return 0
     SHIPPED.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(output, SHIPPED / output.name)
+    tmp = SHIPPED / f".{output.name}.tmp"  # not *.safetensors: never picked up half-copied
+    shutil.copyfile(output, tmp)
+    os.replace(tmp, SHIPPED / output.name)
     print(f"copied {output} to {SHIPPED}")
     return 0
 

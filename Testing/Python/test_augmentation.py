@@ -13,7 +13,7 @@ from MedTuningCore.errors import InputError
 from MedTuningCore.finetune_command import split
 from MedTuningCore.mni_template import tissue_label_map
 from MedTuningCore.montage import PALETTE, write_montage
-from MedTuningCore.sampling import SamplingOptions, training_batch
+from MedTuningCore.sampling import SamplingOptions, random_patch, training_batch
 
 
 def blocks_case() -> PreparedCase:
@@ -25,22 +25,62 @@ def blocks_case() -> PreparedCase:
     return PreparedCase("blocks", label[None].astype(np.float32), label, (1.0, 1.0, 1.0))
 
 
-def test_spatial_transform_moves_image_and_label_together():
+def context_crop(case: PreparedCase, patch: tuple[int, int, int]):
+    m = augmentation.context_margin(patch)
+    box = tuple(slice(0, p + 2 * k) for p, k in zip(patch, m))
+    return case.volume[(slice(None), *box)], case.label[box], m
+
+
+def test_identity_and_quarter_turn_are_exact():
     case = blocks_case()
+    patch = (16, 40, 40)
+    x, y, m = context_crop(case, patch)
+    centre = tuple(slice(k, k + p) for p, k in zip(patch, m))
+    xi, yi = augmentation.spatial(x, y, patch, (1.0, 1.0, 1.0), None, force=(np.zeros(3), 1.0))
+    assert np.array_equal(yi, y[centre]) and np.allclose(xi[0], x[0][centre], atol=1e-5)
+    xr, yr = augmentation.spatial(x, y, patch, (1.0, 1.0, 1.0), None, force=(np.array([0, 0, np.pi / 2]), 1.0))
+    turned = [np.rot90(y[centre], k, axes=(1, 2)) for k in (1, -1)]
+    assert any(np.array_equal(yr, t) for t in turned)  # a true rotation in-plane, no shear or shift
+    assert not np.array_equal(yr, y[centre])
+    # an anisotropic grid rotates in millimetres: a 90-degree turn about z of a 2 mm x 1 mm
+    # in-plane grid maps a 10 mm bar along x onto 10 mm along y (20 voxels), not 5
+    bar = np.zeros((8, 60, 30), np.uint8)
+    bar[4, 30, 12:17] = 1  # 5 voxels x 2 mm along x, centred
+    _, turned_bar = augmentation.spatial(bar[None].astype(np.float32), bar, (8, 40, 20), (1.0, 0.5, 1.0), None,
+                                         force=(np.array([0, 0, np.pi / 2]), 1.0))
+    rows = np.unique(np.argwhere(turned_bar)[:, 1])
+    assert 8 <= len(rows) <= 12 and len(np.unique(np.argwhere(turned_bar)[:, 2])) <= 2
+
+
+def test_random_spatial_draws_keep_image_and_label_aligned():
+    case = blocks_case()
+    patch = (16, 40, 40)
+    x, y, _ = context_crop(case, patch)
     rng = np.random.default_rng(0)
-    moved = 0
     for _ in range(20):
-        big = augmentation.context_patch((16, 48, 48))
-        x, y = augmentation.spatial(np.pad(case.volume, ((0, 0), (0, 0), (0, 0), (0, 0)))[:, :big[0], :big[1], :big[2]],
-                                    case.label[:big[0], :big[1], :big[2]], (16, 48, 48), rng)
-        assert x.shape == (1, 16, 48, 48) and y.shape == (16, 48, 48) and y.dtype == np.uint8
-        assert set(np.unique(y)) <= {0, 1, 2, 3}
-        exact = np.isclose(x[0], np.round(x[0]), atol=1e-4)  # away from edges bilinear values are whole
-        agree = (np.round(x[0]) == y)[exact].mean()
-        assert agree > 0.99, agree
-        centre = case.label[:big[0], :big[1], :big[2]][2:18, 6:54, 6:54]
-        moved += not np.array_equal(y, centre)
-    assert moved >= 3  # rotations or scalings happened (p = 0.3 each)
+        xo, yo = augmentation.spatial(x, y, patch, (1.0, 1.0, 1.0), rng)
+        assert xo.shape == (1, *patch) and yo.shape == patch and yo.dtype == np.uint8
+        exact = np.isclose(xo[0], np.round(xo[0]), atol=1e-4)  # away from edges bilinear values are whole
+        assert (np.round(xo[0]) == yo)[exact].mean() > 0.99
+
+
+def test_context_never_changes_which_voxels_patches_reach():
+    """With context, patches still reach every voxel of a volume only slightly larger than
+    the patch, and the patch part itself is never padding (the context may be)."""
+    shape = (20, 44, 44)
+    index = np.arange(1, np.prod(shape) + 1, dtype=np.float32).reshape(shape)  # voxel id + 1
+    case = PreparedCase("edge", index[None], np.ones(shape, np.uint8), (1.0, 1.0, 1.0))
+    options = SamplingOptions(patch=(16, 40, 40), foreground_fraction=0.0)
+    rng = np.random.default_rng(0)
+    m = augmentation.context_margin(options.patch)
+    covered = np.zeros(np.prod(shape), bool)
+    for _ in range(1500):  # 125 possible starts: all are drawn
+        x, y = random_patch(case, options, rng, m)
+        assert y.shape == tuple(p + 2 * k for p, k in zip(options.patch, m))
+        inner = x[0, m[0]:m[0] + 16, m[1]:m[1] + 40, m[2]:m[2] + 40]
+        assert (inner > 0).all()  # real voxels, never padding
+        covered[inner.astype(np.int64).ravel() - 1] = True
+    assert covered.all()  # border voxels included
 
 
 def test_strong_batches_are_seeded_and_differ_from_paper_augmentation():
@@ -89,6 +129,10 @@ def test_named_validation_cases():
     assert split(names, None, 0, val_names=["pat0006"]) == ([0, 1, 2], [3])
     with pytest.raises(InputError, match="pat9999"):
         split(names, None, 0, val_names=["pat9999"])
+    with pytest.raises(InputError, match="not several"):
+        split(names, None, 0, val_names=["pat0006"], folds=2)
+    with pytest.raises(InputError, match="not both"):
+        split(names, 1, 0, folds=2)
 
 
 def test_tissue_label_map_thresholds_and_keeps_the_grid():

