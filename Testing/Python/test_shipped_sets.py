@@ -105,5 +105,10 @@ def test_shipped_set_reproduces_its_recorded_validation_dice(name, dinov2_librar
     dice = validation_dice(model, [prepared], overlap)
     recorded = manifest["metrics"]["validation_dice"]
     assert dice == pytest.approx([recorded[n] for n in labels.names], abs=2e-3)
-    floor = {"brain-tissue": 0.7, "brats-glioma": 0.0}[name]
-    assert min(dice) > floor, dice  # and the figures are real segmentations, not noise
+    # and the figures are real segmentations, not noise (an untrained model scores ~0):
+    # brain-tissue recorded 0.788 / 0.732; brats-glioma finds the tumour's edema (0.347 on
+    # pat0006) but not its small sub-regions (docs/RESULTS.md says so)
+    if name == "brain-tissue":
+        assert min(dice) > 0.7, dice
+    else:
+        assert dice[labels.names.index("edema")] > 0.3, dice
