@@ -5,11 +5,17 @@ on Linux, ~/Library/Application Support/MedTuning on macOS, %LOCALAPPDATA%\\MedT
 Windows); `--library DIR` overrides both. Every write holds an exclusive lock on
 `.lock` and ends with an atomic rename, so two processes never corrupt the library and a
 failed install leaves it as it was.
+
+Shipped sets (shipped_sets.py) are installed on first use. Removing one records that the user
+declined it, in `declined-shipped-sets.json` in the library root, so that it is not installed
+again behind their back; `restore_shipped(name)` (`medtuning sets restore NAME`) or installing
+its file again clears the record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -19,9 +25,11 @@ from pathlib import Path
 
 from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set
 from .backbone_store import BackboneStore
-from .shipped_sets import shipped_set_file
+from .image_io import write_json
+from .shipped_sets import shipped_set_file, shipped_set_files, shipped_sets_dir
 
 ENV_VAR = "MEDTUNING_HOME"
+DECLINED_FILE = "declined-shipped-sets.json"
 
 
 def default_library_dir() -> Path:
@@ -79,31 +87,49 @@ class Library:
             return []
         return sorted(p.name[: -len(".safetensors")] for p in self.sets_dir.glob("*.safetensors"))
 
+    def available_names(self) -> list[str]:
+        """The sets a user can pick: the installed ones, plus the shipped ones not installed yet
+        (get() installs them on first use) unless the user removed them."""
+        return sorted(set(self.names()) | (set(shipped_set_files()) - self.declined_shipped()))
+
     def get(self, name_or_file: str | os.PathLike) -> AdapterSet:
-        """An installed set by name, or a set file by path; verified on every load."""
+        """An installed set by name, or a set file by path; verified on every load. A shipped set
+        is installed on first use, unless the user removed it (then this refuses and says how to
+        restore it)."""
         p = Path(name_or_file)
         if p.suffix == ".safetensors" or p.is_file():
             return load_adapter_set(p)
-        path = self.set_path(str(name_or_file))
-        shipped = shipped_set_file(str(name_or_file))
-        if not path.is_file() and shipped is not None:  # first use of a set that comes with MedTuning
-            try:
-                return self.install(shipped)
-            except AdapterSetError as error:
-                if not path.is_file():  # not a concurrent install of the same set: a real failure
-                    raise AdapterSetError(f"the shipped set {shipped} could not be installed: {error}") from None
-            except OSError as error:  # a read-only or full library: use the shipped file where it is
-                print(f"medtuning: could not install {shipped.name} into {self.sets_dir} ({error}); "
-                      f"using it from {shipped.parent}", file=sys.stderr)
-                return load_adapter_set(shipped)
+        name = str(name_or_file)
+        path = self.set_path(name)
+        shipped = shipped_set_file(name)
+        if not path.is_file() and shipped is not None:
+            if name in self.declined_shipped():
+                raise AdapterSetError(self.declined_message(name))
+            return self._install_on_first_use(shipped, path)
         if not path.is_file():
             installed = ", ".join(self.names()) or "none"
             raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "
                                   f"install one with `medtuning sets install FILE`")
         return load_adapter_set(path)
 
+    def _install_on_first_use(self, shipped: Path, path: Path) -> AdapterSet:
+        try:
+            return self._install(shipped, replace=False, unless_declined=True)
+        except AdapterSetError as error:
+            if not path.is_file():  # not a concurrent install of the same set: a real failure
+                raise AdapterSetError(f"the shipped set {shipped} could not be installed: {error}") from None
+        except OSError as error:  # a read-only or full library: use the shipped file where it is
+            print(f"medtuning: could not install {shipped.name} into {self.sets_dir} ({error}); "
+                  f"using it from {shipped.parent}", file=sys.stderr)
+            return load_adapter_set(shipped)
+        return load_adapter_set(path)
+
     def install(self, file: str | os.PathLike, replace: bool = False) -> AdapterSet:
-        """Verify a set file, then copy it in atomically under the lock."""
+        """Verify a set file, then copy it in atomically under the lock. Installing a set under
+        the name of a shipped set the user removed clears that record: they asked for it again."""
+        return self._install(file, replace, unless_declined=False)
+
+    def _install(self, file: str | os.PathLike, replace: bool, unless_declined: bool) -> AdapterSet:
         adapter_set = load_adapter_set(file)  # raises before anything is written
         self.sets_dir.mkdir(parents=True, exist_ok=True)
         target = self.set_path(adapter_set.name)
@@ -114,20 +140,81 @@ class Library:
                 os.fsync(handle.fileno())
             load_adapter_set_copy(tmp)  # the copy is what gets installed: check it too
             with exclusive_lock(self.lock_path):
+                # checked again under the lock: a concurrent remove may have declined it meanwhile
+                if unless_declined and adapter_set.name in self.declined_shipped():
+                    raise AdapterSetError(self.declined_message(adapter_set.name))
                 if target.exists() and not replace:
                     raise AdapterSetError(f"a set named {adapter_set.name!r} is installed already; "
                                           f"pass --replace to replace it")
+                # cleared before the rename: should the rename fail, the next use installs the
+                # shipped set again, which is what the user just asked for
+                self._mark_declined(adapter_set.name, False)
                 os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         return load_adapter_set(target)
 
+    def restore_shipped(self, name: str, replace: bool = False) -> AdapterSet:
+        """Install the shipped set `name` again (after the user removed it), clearing the record."""
+        shipped = shipped_set_file(name)
+        if shipped is None:
+            known = ", ".join(shipped_set_files()) or "none"
+            raise AdapterSetError(f"no set named {name!r} comes with MedTuning (shipped sets in "
+                                  f"{shipped_sets_dir()}: {known})")
+        return self.install(shipped, replace=replace)
+
     def remove(self, name: str) -> None:
+        """Uninstall a set. For a shipped set, record that the user declined it, so that the next
+        get() or listing does not install it again (also when it was never installed)."""
         with exclusive_lock(self.lock_path):
             path = self.set_path(name)
+            shipped = shipped_set_file(name) is not None
             if not path.is_file():
-                raise AdapterSetError(f"no adapter set named {name!r} in {self.root}")
-            path.unlink()
+                if shipped and name in self.declined_shipped():
+                    raise AdapterSetError(self.declined_message(name))
+                if not shipped:
+                    raise AdapterSetError(f"no adapter set named {name!r} in {self.root}")
+            if shipped:  # recorded first: should the unlink fail, the set simply stays installed
+                self._mark_declined(name, True)
+            path.unlink(missing_ok=True)
+
+    def declined_shipped(self) -> set[str]:
+        """Names of the shipped sets the user removed from this library."""
+        if not self.declined_path.is_file():  # also when the root is missing or not a directory
+            return set()
+        try:
+            doc = json.loads(self.declined_path.read_text())
+        except (OSError, ValueError) as error:
+            # an unreadable record must not make the library unusable: behave as without it
+            print(f"medtuning: ignoring {self.declined_path} ({error})", file=sys.stderr)
+            return set()
+        names = doc.get("declined", []) if isinstance(doc, dict) else []
+        return {n for n in names if isinstance(n, str)}
+
+    @property
+    def declined_path(self) -> Path:
+        return self.root / DECLINED_FILE
+
+    def restore_command(self, name: str) -> str:
+        """The command line that brings back a removed shipped set of this library."""
+        root = f'"{self.root}"' if " " in str(self.root) else str(self.root)  # quoted the same in every shell
+        where = "" if self.root == default_library_dir() else f" --library {root}"
+        return f"medtuning sets restore {name}{where}"
+
+    def declined_message(self, name: str) -> str:
+        return (f"the adapter set {name!r} comes with MedTuning but was removed from the library {self.root}; "
+                f"restore it with `{self.restore_command(name)}` or install {shipped_set_file(name)}")
+
+    def _mark_declined(self, name: str, declined: bool) -> None:
+        """Add or drop a name in the record; the caller holds the lock. Writes only on a change."""
+        names = self.declined_shipped()
+        updated = names | {name} if declined else names - {name}
+        if updated == names:
+            return
+        if updated:
+            write_json(self.declined_path, {"declined": sorted(updated)}, indent=2)
+        else:
+            self.declined_path.unlink(missing_ok=True)
 
     def export(self, name: str, destination: str | os.PathLike, overwrite: bool = False) -> Path:
         source = self.get(name).path

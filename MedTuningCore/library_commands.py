@@ -37,15 +37,17 @@ def cmd_sets_list(args) -> int:
             rows.append(set_summary(library.get(name)))
         except AdapterSetError as error:
             rows.append({"name": name, "error": str(error)})
-    installed = set(library.names())
-    shipped = [{"name": n, "shipped": str(p)} for n, p in shipped_set_files().items() if n not in installed]
+    shipped = shipped_rows(library)
     if args.json:
         print(json.dumps(rows + shipped, indent=2))
         return 0
     if not rows:
         print(f"no adapter sets in {library.root}")
     for r in shipped:
-        print(f"{r['name']}: comes with MedTuning, installed on first use ({r['shipped']})")
+        if r["removed"]:
+            print(f"{r['name']}: comes with MedTuning, removed from this library; restore with `{r['restore']}`")
+        else:
+            print(f"{r['name']}: comes with MedTuning, installed on first use ({r['shipped']})")
     for r in rows:
         if "error" in r:
             print(f"{r['name']}: DAMAGED: {r['error']}")
@@ -56,6 +58,21 @@ def cmd_sets_list(args) -> int:
     return 0
 
 
+def shipped_rows(library: Library) -> list[dict]:
+    """The shipped sets not installed: available on first use, or removed by the user."""
+    installed = set(library.names())
+    declined = library.declined_shipped()
+    rows = []
+    for name, path in shipped_set_files().items():
+        if name in installed:
+            continue
+        row = {"name": name, "shipped": str(path), "removed": name in declined}
+        if row["removed"]:
+            row["restore"] = library.restore_command(name)
+        rows.append(row)
+    return rows
+
+
 def cmd_sets_show(args) -> int:
     print(json.dumps(_library(args).get(args.name).manifest, indent=2, sort_keys=True))
     return 0
@@ -64,6 +81,12 @@ def cmd_sets_show(args) -> int:
 def cmd_sets_install(args) -> int:
     s = _library(args).install(args.file, replace=args.replace)
     print(f"installed {s.name} {s.manifest['version']} into {s.path}")
+    return 0
+
+
+def cmd_sets_restore(args) -> int:
+    s = _library(args).restore_shipped(args.name, replace=args.replace)
+    print(f"restored {s.name} {s.manifest['version']} into {s.path}")
     return 0
 
 
@@ -85,8 +108,12 @@ def cmd_sets_verify(args) -> int:
 
 
 def cmd_sets_remove(args) -> int:
-    _library(args).remove(args.name)
+    library = _library(args)
+    library.remove(args.name)
     print(f"removed {args.name}")
+    if args.name in library.declined_shipped():
+        print(f"{args.name} comes with MedTuning and will not be installed again; "
+              f"restore it with `{library.restore_command(args.name)}`")
     return 0
 
 
@@ -185,6 +212,10 @@ def add_library_parsers(sub) -> None:
     p.add_argument("file")
     p.add_argument("--replace", action="store_true")
     p.set_defaults(func=cmd_sets_install)
+    p = with_library(sets.add_parser("restore", help="reinstall a set that comes with MedTuning after removing it"))
+    p.add_argument("name")
+    p.add_argument("--replace", action="store_true", help="replace an installed set of that name")
+    p.set_defaults(func=cmd_sets_restore)
     p = with_library(sets.add_parser("verify", help="check a set (name or file) and its backbone"))
     p.add_argument("name")
     p.set_defaults(func=cmd_sets_verify)
