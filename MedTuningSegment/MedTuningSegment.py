@@ -2,19 +2,23 @@
 in Slicer, and manage the adapter library.
 
 The module is thin: the work runs in a background process (the `medtuning` command line of
-MedTuningCore under Slicer's Python), data cross as temporary NRRD files, and Slicer stays
-responsive. Nothing here imports torch or timm at import time.
+MedTuningCore under Slicer's Python), data cross as NRRD files, and Slicer stays responsive.
+Nothing here imports torch or timm at import time.
 """
 
 from __future__ import annotations
 
+import pathlib
+import time
+import traceback
 from typing import Annotated
 
 import qt
 import slicer
-from MedTuningSegmentLib import dependencies, jobs, mrml_io
+import vtk
+from MedTuningSegmentLib import dependencies, jobs, mrml_io, training_data
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -24,6 +28,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MAX_CHANNELS = 4
+DEVICES = ["auto", "cpu", "cuda"]
+DEFAULT_BACKBONE = "vit_small_patch14_dinov2"
 
 
 class MedTuningSegment(ScriptedLoadableModule):
@@ -44,21 +50,28 @@ class MedTuningSegment(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MedTuningSegmentParameterNode:
+    # The two set pickers list the library, which changes while Slicer runs; Slicer binds a
+    # combo box only to a fixed Choice list, so the widget fills them and keeps the choice here.
     adapterSet: str = ""
+    startFrom: str = ""
     inputVolume0: vtkMRMLScalarVolumeNode
     inputVolume1: vtkMRMLScalarVolumeNode
     inputVolume2: vtkMRMLScalarVolumeNode
     inputVolume3: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    device: str = "auto"
+    device: Annotated[str, Choice(DEVICES)] = "auto"
     testTimeFlips: bool = False
     trainingSegmentation: vtkMRMLSegmentationNode
-    datasetFolder: str = ""
+    datasetFolder: pathlib.Path  # an empty path edit reads as Path("."): no folder
     labelMapping: str = ""
-    startFrom: str = ""
     epochs: Annotated[int, WithinRange(1, 10000)] = 20
+    iterationsPerEpoch: Annotated[int, WithinRange(1, 10000)] = 25
     timeBudgetMinutes: Annotated[int, WithinRange(0, 100000)] = 0
     newSetName: str = "my-adapter-set"
+
+
+def folder_or_none(path: pathlib.Path | None) -> pathlib.Path | None:
+    return path if path is not None and str(path) not in ("", ".") else None
 
 
 class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -69,6 +82,9 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._refreshing = False  # the set pickers are being refilled: not a user's choice
+        self._shownSet = None  # the set whose channels the inputs show (reading a set costs a file read)
+        self.cases = []
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.pollJob)
@@ -80,40 +96,44 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedTuningSegmentLogic()
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
-        self.ui.removeCaseButton.connect("clicked(bool)", self.onRemoveCase)
-        self.ui.startTrainingButton.connect("clicked(bool)", self.onStartTraining)
-        self.ui.installSetButton.connect("clicked(bool)", self.onInstallSet)
-        self.ui.verifySetButton.connect("clicked(bool)", self.onVerifySet)
-        self.ui.exportSetButton.connect("clicked(bool)", self.onExportSet)
-        self.ui.removeSetButton.connect("clicked(bool)", self.onRemoveSet)
-        self.ui.fixSetupButton.connect("clicked(bool)", self.onFixSetup)
-        self.ui.adapterSetComboBox.connect("currentIndexChanged(int)", self.updateChannels)
-        self.ui.cancelButton.enabled = False
-        self.cases = []
+        for button, slot in ((self.ui.applyButton, self.onApply), (self.ui.cancelButton, self.onCancel),
+                             (self.ui.addCaseButton, self.onAddCase), (self.ui.removeCaseButton, self.onRemoveCase),
+                             (self.ui.startTrainingButton, self.onStartTraining),
+                             (self.ui.installSetButton, self.onInstallSet), (self.ui.verifySetButton, self.onVerifySet),
+                             (self.ui.exportSetButton, self.onExportSet), (self.ui.removeSetButton, self.onRemoveSet),
+                             (self.ui.fixSetupButton, self.onFixSetup)):
+            button.connect("clicked(bool)", slot)
+        self.ui.adapterSetComboBox.connect("currentIndexChanged(int)", self.onAdapterSetChanged)
+        self.ui.startFromComboBox.connect("currentIndexChanged(int)", self.onStartFromChanged)
         self.initializeParameterNode()
         self.refreshLibrary()
+        self.updateButtons()
 
     def cleanup(self) -> None:
-        self.removeObservers()
+        """Module reload or Slicer closing: no timer or job may outlive the widget."""
+        self._timer.stop()
         if self._job is not None:
-            self._job.cancel()
+            job, self._job = self._job, None
+            job.close()
+        self.setParameterNode(None)
+        self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        if self._job is None:
+            return
+        if self._job.keepsResultOnCancel:  # fine-tuning does not need the scene any more
+            self._job.plot = None
+        else:  # a segmentation would have nowhere to go
+            self._job.cancel()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -125,46 +145,106 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        """The set pickers follow the parameter node (a loaded scene may choose another set)."""
+        p = self._parameterNode
+        self._refreshing = True
+        try:
+            for combo, value in ((self.ui.adapterSetComboBox, p.adapterSet), (self.ui.startFromComboBox, p.startFrom)):
+                index = combo.findData(value)
+                if value and index >= 0 and index != combo.currentIndex:
+                    combo.currentIndex = index
+        finally:
+            self._refreshing = False
+        if self.selectedSetName() != self._shownSet:
+            self.updateChannels()
+        self.updateButtons()
 
     # -- library ----------------------------------------------------------------------
     def refreshLibrary(self) -> None:
+        """Refill the set pickers and the library table, keeping the chosen sets selected."""
         try:
             rows = self.logic.listSets()
             status = self.logic.doctorSummary()
         except Exception as error:  # missing dependencies are reported, not raised
             rows, status = [], f"MedTuning is not ready: {error}. Press 'Fix what is missing'."
-        self.ui.adapterSetComboBox.clear()
-        self.ui.startFromComboBox.clear()
-        self.ui.startFromComboBox.addItem("backbone: vit_small_patch14_dinov2", "backbone:vit_small_patch14_dinov2")
+        self._refreshing = True
+        try:
+            self.ui.adapterSetComboBox.clear()
+            self.ui.startFromComboBox.clear()
+            self.ui.startFromComboBox.addItem(f"backbone: {DEFAULT_BACKBONE}", f"backbone:{DEFAULT_BACKBONE}")
+            for row in rows:
+                self.ui.adapterSetComboBox.addItem(f"{row['name']} ({', '.join(row.get('labels', []))})", row["name"])
+                self.ui.startFromComboBox.addItem(f"set: {row['name']}", f"set:{row['name']}")
+            self.fillLibraryTable(rows)
+        finally:
+            self._refreshing = False
+        self.ui.backboneStatusLabel.text = status
+        self.restoreSetChoices()
+
+    def fillLibraryTable(self, rows: list[dict]) -> None:
         table = self.ui.libraryTableWidget
         headers = ["name", "version", "task", "labels", "backbone", "size_mb", "license"]
         table.setColumnCount(len(headers))
         table.setHorizontalHeaderLabels(headers)
         table.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            self.ui.adapterSetComboBox.addItem(f"{row['name']} ({', '.join(row.get('labels', []))})", row["name"])
-            self.ui.startFromComboBox.addItem(f"set: {row['name']}", f"set:{row['name']}")
             for c, key in enumerate(headers):
                 value = row.get(key, "")
                 table.setItem(r, c, qt.QTableWidgetItem(", ".join(value) if isinstance(value, list) else str(value)))
-        self.ui.backboneStatusLabel.text = status
+
+    def restoreSetChoices(self) -> None:
+        """Select what the parameter node remembers; if that set is gone, the first one."""
+        p = self._parameterNode
+        for combo, value in ((self.ui.adapterSetComboBox, p.adapterSet if p else ""),
+                             (self.ui.startFromComboBox, p.startFrom if p else "")):
+            index = combo.findData(value)
+            combo.currentIndex = index if index >= 0 else (0 if combo.count else -1)
+        self.onAdapterSetChanged()
+        self.onStartFromChanged()
+
+    def onAdapterSetChanged(self, *_) -> None:
+        if self._refreshing:
+            return
+        if self._parameterNode:
+            self._parameterNode.adapterSet = self.ui.adapterSetComboBox.currentData or ""
         self.updateChannels()
+        self.updateButtons()
+
+    def onStartFromChanged(self, *_) -> None:
+        if not self._refreshing and self._parameterNode:
+            self._parameterNode.startFrom = self.ui.startFromComboBox.currentData or ""
 
     def selectedSetName(self) -> str:
         return self.ui.adapterSetComboBox.currentData or ""
 
     def updateChannels(self, *_) -> None:
-        names = self.logic.channelNames(self.selectedSetName()) if self.selectedSetName() else []
+        name = self._shownSet = self.selectedSetName()
+        try:
+            names = self.logic.channelNames(name) if name else []
+            info = self.logic.describeSet(name) if name else ""
+        except Exception as error:  # a damaged or removed set: say so where the set is shown
+            names, info = [], f"This set cannot be read: {error}"
         for i in range(MAX_CHANNELS):
             visible = i < max(len(names), 1)
             getattr(self.ui, f"channel{i}Label").visible = visible
             getattr(self.ui, f"inputVolume{i}Selector").visible = visible
-            if i < len(names):
-                getattr(self.ui, f"channel{i}Label").text = f"{names[i]}:"
-        self.ui.setInfoLabel.text = self.logic.describeSet(self.selectedSetName()) if self.selectedSetName() else ""
+            getattr(self.ui, f"channel{i}Label").text = f"{names[i]}:" if i < len(names) else f"Channel {i + 1}:"
+        self.ui.setInfoLabel.text = info
+
+    def updateButtons(self) -> None:
+        busy = self._job is not None
+        self.ui.cancelButton.enabled = busy
+        self.ui.applyButton.enabled = not busy and bool(self.selectedSetName())
+        self.ui.startTrainingButton.enabled = not busy
 
     def selectedLibraryRow(self) -> str | None:
         items = self.ui.libraryTableWidget.selectedItems()
@@ -206,16 +286,18 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- jobs -------------------------------------------------------------------------
     def inputVolumes(self) -> list:
-        count = max(len(self.logic.channelNames(self.selectedSetName())), 1)
+        count = max(len(self.logic.channelNames(self.selectedSetName())), 1) if self.selectedSetName() else 1
         return [getattr(self._parameterNode, f"inputVolume{i}") for i in range(count)]
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay("Segmentation could not start.", waitCursor=True):
             p = self._parameterNode
+            volumes = self.inputVolumes()
             if not p.outputSegmentation:
-                p.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            self.startJob(self.logic.startSegmentation(
-                self.inputVolumes(), self.selectedSetName(), p.outputSegmentation, p.device, p.testTimeFlips))
+                p.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass(
+                    "vtkMRMLSegmentationNode", f"{volumes[0].GetName() if volumes[0] else 'MedTuning'} segmentation")
+            self.startJob(self.logic.startSegmentation(volumes, self.selectedSetName(), p.outputSegmentation,
+                                                       p.device, p.testTimeFlips), "Segmenting")
 
     def onAddCase(self) -> None:
         p = self._parameterNode
@@ -228,55 +310,84 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRemoveCase(self) -> None:
         row = self.ui.casesListWidget.currentRow
-        if row >= 0:
+        if 0 <= row < len(self.cases):
             self.ui.casesListWidget.takeItem(row)
             del self.cases[row]
 
     def onStartTraining(self) -> None:
         with slicer.util.tryWithErrorDisplay("Fine-tuning could not start.", waitCursor=True):
             p = self._parameterNode
-            self.startJob(self.logic.startFinetuning(
-                self.cases, p.datasetFolder, self.ui.startFromComboBox.currentData, p.labelMapping, p.epochs,
-                p.timeBudgetMinutes, p.newSetName, p.device, self.ui.trainingPlotView))
+            job = self.logic.startFinetuning(
+                self.cases, folder_or_none(p.datasetFolder), p.startFrom, p.labelMapping, p.epochs,
+                p.timeBudgetMinutes, p.newSetName, p.device, self.ui.trainingPlotWidget, p.iterationsPerEpoch)
+            self.startJob(job, f"Fine-tuning '{p.newSetName}' (run folder {job.runner_dir})")
 
-    def startJob(self, job) -> None:
+    def startJob(self, job, what: str) -> None:
         self._job = job
         self.ui.progressBar.value = 0
         self.ui.logTextEdit.clear()
-        self.ui.cancelButton.enabled = True
-        self.ui.applyButton.enabled = self.ui.startTrainingButton.enabled = False
+        self.ui.statusLabel.text = f"{what}..."
+        self.updateButtons()
         self._timer.start()
 
     def pollJob(self) -> None:
-        if self._job is None:
-            return
-        state = self._job.poll(self.ui.logTextEdit.appendPlainText)
-        self.ui.progressBar.value = int(100 * self._job.fraction)
-        if not state.running:
+        """Timer slot: no exception may escape it (Qt would only print it), so every failure,
+        the result's own included, ends the job and is shown to the user."""
+        job = self._job
+        if job is None:
             self._timer.stop()
-            self.ui.cancelButton.enabled = False
-            self.ui.applyButton.enabled = self.ui.startTrainingButton.enabled = True
-            job, self._job = self._job, None
-            if state.error:
-                job.discard()
-                slicer.util.errorDisplay(f"MedTuning failed: {state.error}")
-            elif not state.cancelled or job.keepsResultOnCancel:
-                job.finish()
-                self.refreshLibrary()
-                if job.new_set_name:  # a new set is selected for segmentation at once
-                    index = self.ui.adapterSetComboBox.findData(job.new_set_name)
-                    self.ui.adapterSetComboBox.setCurrentIndex(index)
-                    self.ui.tabWidget.setCurrentIndex(0)
-            else:
-                job.discard()
+            return
+        try:
+            state = job.poll(self.ui.logTextEdit.appendPlainText)
+            self.ui.progressBar.value = int(100 * job.fraction)
+            if state.running:
+                return
+            self.endJob()
+            self.useResult(job, state)
+        except Exception as error:
+            self.endJob()
+            job.discard()
+            self.ui.statusLabel.text = f"Failed: {error}"
+            slicer.util.errorDisplay(f"MedTuning failed: {error}", detailedText=traceback.format_exc())
+
+    def endJob(self) -> None:
+        self._timer.stop()
+        self._job = None
+        self.updateButtons()
+
+    def useResult(self, job, state) -> None:
+        if state.error:
+            job.discard()
+            self.ui.statusLabel.text = f"Failed: {state.error}"
+            slicer.util.errorDisplay(f"MedTuning failed: {state.error}")
+            return
+        if state.cancelled and not (job.keepsResultOnCancel and job.kept_result()):
+            job.discard()
+            self.ui.statusLabel.text = ("Cancelled before the first epoch ended: nothing was kept."
+                                        if job.keepsResultOnCancel else "Cancelled.")
+            return
+        job.finish()
+        self.refreshLibrary()
+        if job.new_set_name:  # a new set is selected for segmentation at once
+            self._parameterNode.adapterSet = job.new_set_name
+            self.ui.tabWidget.setCurrentIndex(0)
+            done = job.done_event or {}
+            reason = f"{job.cancel_reason}, " if state.cancelled else ""
+            self.ui.statusLabel.text = (f"Fine-tuning {reason}best epoch {done.get('best_epoch')} kept as "
+                                        f"set '{job.new_set_name}' (run folder {job.runner_dir}).")
+        else:
+            self.ui.statusLabel.text = "Done."
+        self.ui.progressBar.value = 100
 
     def onCancel(self) -> None:
         if self._job is not None:
             self._job.cancel()
+            self.ui.statusLabel.text = ("Stopping after the current step; the best epoch is kept..."
+                                        if self._job.keepsResultOnCancel else "Cancelling...")
 
 
 class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
-    """Everything the widget does, usable headless (see examples/segment_folder.py)."""
+    """Everything the widget does, usable headless (see examples/slicer_batch_segment.py)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -293,12 +404,10 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
 
     def listSets(self) -> list[dict]:
         from MedTuningCore.library_commands import set_summary
-        from MedTuningCore.shipped_sets import shipped_set_files
 
         library = self.library()
-        # the sets that come with the extension are installed the first time they are listed
-        names = sorted(set(library.names()) | set(shipped_set_files()))
-        return [set_summary(library.get(name)) for name in names]
+        # shipped sets are installed the first time they are listed, unless the user removed them
+        return [set_summary(library.get(name)) for name in library.available_names()]
 
     def channelNames(self, setName: str) -> list[str]:
         if not setName:
@@ -368,19 +477,29 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
         job = self.startSegmentation(volumes, setName, segmentationNode, device, flips)
         state = job.wait(timeout)
         if state.error:
+            job.discard()
             raise RuntimeError(state.error)
         job.finish()
         return segmentationNode
 
     # -- fine-tuning ----------------------------------------------------------------------
-    def startFinetuning(self, cases, datasetFolder: str, startFrom: str, labelMapping: str, epochs: int,
-                        timeBudgetMinutes: int, newSetName: str, device: str = "auto", plotView=None) -> jobs.Job:
-        """Write the annotated cases and a CSV, run `medtuning finetune` in the background with
-        live loss / Dice in a plot; the new set is installed and selected when done (also after
-        Cancel, which keeps the best epoch)."""
-        if not cases and not datasetFolder:
+    def runFolder(self, newSetName: str) -> pathlib.Path:
+        """Where a fine-tuning run keeps its files: in the library, kept after a cancel or a
+        crash so that it can be resumed (medtuning finetune --resume DIR)."""
+        return self.library().root / "runs" / f"{newSetName}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def startFinetuning(self, cases, datasetFolder: pathlib.Path | str | None, startFrom: str, labelMapping: str,
+                        epochs: int, timeBudgetMinutes: int, newSetName: str, device: str = "auto",
+                        plotWidget=None, iterationsPerEpoch: int = 25) -> jobs.Job:
+        """Write the annotated cases (and those of `datasetFolder`) as one CSV and run
+        `medtuning finetune` in the background, with live loss / Dice in a plot; the new set is
+        installed when done, also after Cancel or the time budget, which keep the best epoch."""
+        folder = folder_or_none(pathlib.Path(datasetFolder)) if datasetFolder else None
+        if not cases and folder is None:
             raise ValueError("Add at least one annotated case or choose a dataset folder.")
-        job = jobs.Job(keeps_result_on_cancel=True)
+        if not newSetName.strip():
+            raise ValueError("Give the new set a name.")
+        job = jobs.Job(keeps_result_on_cancel=True, work_dir=self.runFolder(newSetName))
         label_names = [s.strip() for s in labelMapping.split(",") if s.strip()] or mrml_io.segment_names(cases)
         rows = []
         for i, (volumes, segmentation) in enumerate(cases):
@@ -388,31 +507,32 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
             label = mrml_io.write_segmentation_labels(segmentation, volumes[0], label_names,
                                                       job.runner_dir / f"case{i}_label.nrrd")
             rows.append([*map(str, files), str(label)])
-        data = datasetFolder or str(mrml_io.write_csv(rows, job.runner_dir / "cases.csv"))
-        library = self.library()
-        library.root.mkdir(parents=True, exist_ok=True)
+            job.inputs += [*files, label]
+        if folder is not None:
+            folder_cases, label_names = training_data.folder_rows(folder, label_names, job.runner_dir)
+            rows += folder_cases
+            job.inputs += [pathlib.Path(r[-1]) for r in folder_cases if pathlib.Path(r[-1]).parent == job.runner_dir]
+        data = training_data.write_csv(rows, job.runner_dir / "cases.csv")
         output = job.runner_dir / f"{newSetName}.safetensors"
         job.new_set_name = newSetName
-        args = ["finetune", "--data", data, "--labels", ",".join(label_names), "-o", str(output),
-                "--name", newSetName, "--epochs", str(epochs), "--device", device, "--progress", "json",
-                "--cancel-file", str(job.runner_dir / "CANCEL"), "--val-cases", "1" if len(rows) > 1 else "0"]
-        kind, _, name = (startFrom or "backbone:vit_small_patch14_dinov2").partition(":")
+        args = ["finetune", "--data", str(data), "--labels", ",".join(label_names), "-o", str(output),
+                "--name", newSetName, "--epochs", str(epochs), "--iterations", str(iterationsPerEpoch),
+                "--device", device, "--progress", "json", "--cancel-file", str(job.cancel_file),
+                "--run-dir", str(job.runner_dir / "run"), "--val-cases", "1" if len(rows) > 1 else "0"]
+        kind, _, name = (startFrom or f"backbone:{DEFAULT_BACKBONE}").partition(":")
         args += ["--from", name] if kind == "set" else ["--backbone", name]
         if timeBudgetMinutes:
             job.deadline_minutes = timeBudgetMinutes
-        job.plot = jobs.TrainingPlot(plotView) if plotView is not None else None
+        job.plot = jobs.TrainingPlot(plotWidget) if plotWidget is not None else None
+        library = self.library()
         job.start(args)
-
-        def install() -> None:
-            library.install(output, replace=True)
-
-        job.on_finish = install
+        job.on_finish = lambda: library.install(output, replace=True)
         return job
 
 
 class MedTuningSegmentTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: segmentation and a short fine-tune on a small synthetic scene
-    (the MRML layer is also tested headless with the slicer-core wheel, see Testing/)."""
+    """Runs inside Slicer (and in the project's headless harness): a short fine-tune on a
+    synthetic scene, then segmentation with the new set."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -435,8 +555,9 @@ class MedTuningSegmentTest(ScriptedLoadableModuleTest):
                                        [{"value": 1, "name": "blob", "color": [230, 159, 0]}], volume)
         logic = MedTuningSegmentLogic()
         logic.fixSetup(confirm=False)
-        self.delayDisplay("Fine-tuning for one epoch")
-        job = logic.startFinetuning([([volume], annotation)], "", "", "blob", 1, 0, "selftest-blob")
+        self.delayDisplay("Fine-tuning for one short epoch")
+        job = logic.startFinetuning([([volume], annotation)], None, "", "blob", 1, 0, "selftest-blob",
+                                    iterationsPerEpoch=2)
         state = job.wait(1800)
         self.assertIsNone(state.error)
         job.finish()

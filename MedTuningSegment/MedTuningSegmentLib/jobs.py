@@ -1,11 +1,19 @@
 """A background `medtuning` job as the module sees it: progress, log, cancel, and what to do
-with the result. Works with any Slicer version (plain subprocesses, polled from a QTimer)."""
+with the result. Works with any Slicer version (plain subprocesses, polled from a QTimer).
+
+A segmentation job works in a temporary folder that is removed when it ends. A fine-tuning
+job works in a run folder in the library (`<library>/runs/<set>-<date>`), which stays after a
+failure, a cancel or a closed Slicer, so that its checkpoints can be resumed
+(`medtuning finetune --resume DIR`); after a successful install only its copies of the
+input volumes are removed.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +23,8 @@ from typing import Any
 def core_python() -> str:
     """Slicer's PythonSlicer next to the running executable when there is one (it sets up
     Slicer's Python environment), else this interpreter."""
-    for candidate in (shutil.which("PythonSlicer"), str(Path(sys.executable).with_name("PythonSlicer"))):
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    for candidate in (shutil.which("PythonSlicer"), str(Path(sys.executable).with_name(name))):
         if candidate and Path(candidate).exists():
             return candidate
     return sys.executable
@@ -32,28 +41,33 @@ def core_environment() -> dict[str, str]:
 
 
 class Job:
-    def __init__(self, keeps_result_on_cancel: bool = False) -> None:
-        from MedTuningCore.process_runner import BackgroundProcess
+    """One run of the core. `work_dir` holds its files; `keep_dir` keeps them after the end."""
 
-        self._runner_class = BackgroundProcess
-        self.runner = None
-        import tempfile
-
-        self.runner_dir = Path(tempfile.mkdtemp(prefix="medtuning-job-"))
+    def __init__(self, keeps_result_on_cancel: bool = False, work_dir: Path | None = None) -> None:
+        self.keep_dir = work_dir is not None
+        self.runner_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="medtuning-job-"))
+        self.runner_dir.mkdir(parents=True, exist_ok=True)
         self.keepsResultOnCancel = keeps_result_on_cancel
+        self.runner = None
         self.on_finish: Callable[[], None] = lambda: None
         self.fraction = 0.0
         self.deadline_minutes: float | None = None
         self.plot = None
         self.new_set_name: str | None = None  # fine-tuning: the set to select when done
+        self.cancel_reason: str | None = None
+        self.inputs: list[Path] = []  # copies of scene data, removed after success
         self._started = 0.0
         self._log: Callable[[str], None] = lambda line: None
 
-    def start(self, args: list[str]) -> None:
-        from MedTuningCore.process_runner import medtuning_command
+    @property
+    def cancel_file(self) -> Path:
+        return self.runner_dir / "CANCEL"
 
-        self.runner = self._runner_class(medtuning_command(core_python()) + args, on_event=self._event,
-                                         on_log=lambda line: self._log(line), env=core_environment())
+    def start(self, args: list[str]) -> None:
+        from MedTuningCore.process_runner import BackgroundProcess, medtuning_command
+
+        self.runner = BackgroundProcess(medtuning_command(core_python()) + args, on_event=self._event,
+                                        on_log=lambda line: self._log(line), env=core_environment())
         self._started = time.monotonic()
         self.runner.start()
 
@@ -65,60 +79,92 @@ class Job:
         if event.get("event") in ("warning", "done"):
             self._log(str(event))
 
+    @property
+    def done_event(self) -> dict[str, Any] | None:
+        events = self.runner.state.events if self.runner else []
+        return next((e for e in reversed(events) if e.get("event") == "done"), None)
+
     def poll(self, log: Callable[[str], None] | None = None):
         if log is not None:
             self._log = log
-        if self.deadline_minutes and time.monotonic() - self._started > 60 * self.deadline_minutes:
-            (self.runner_dir / "CANCEL").touch()  # a time budget stops fine-tuning like Cancel
+        if (self.deadline_minutes and self.cancel_reason is None
+                and time.monotonic() - self._started > 60 * self.deadline_minutes):
+            self.request_stop("the time budget was reached")
         return self.runner.poll()
 
     def wait(self, timeout: float | None = None):
         return self.runner.wait(timeout)
 
+    def request_stop(self, reason: str) -> None:
+        """Fine-tuning: ask it to stop after the current step (it still writes the best set)."""
+        self.cancel_reason = reason
+        self.cancel_file.touch()
+
     def cancel(self) -> None:
-        """Fine-tuning: ask it to stop (it still writes the best set); other jobs: kill."""
+        """Fine-tuning stops gracefully and keeps its best epoch; other jobs are killed."""
         if self.keepsResultOnCancel:
-            (self.runner_dir / "CANCEL").touch()
-        else:
+            self.request_stop("cancelled")
+        elif self.runner is not None:
+            self.cancel_reason = "cancelled"
             self.runner.cancel()
 
+    def close(self) -> None:
+        """The module goes away (reload, Slicer closing): stop without waiting. A fine-tuning
+        run is asked to stop and keeps its run folder; anything else is killed and removed."""
+        if self.runner is not None and self.runner.poll().running:
+            self.cancel()
+        if not self.keep_dir:
+            self.discard()
+
+    def kept_result(self) -> bool:
+        """A cancelled fine-tuning kept something only if an epoch ended."""
+        done = self.done_event or {}
+        return (done.get("best_epoch") is not None and done["best_epoch"] >= 0
+                and Path(done.get("output", "")).is_file())
+
     def finish(self) -> None:
-        """Use the result (load the labels, install the set), then remove the job's files."""
-        try:
-            self.on_finish()
-        finally:
+        """Use the result (load the labels, install the set), then remove what is not kept."""
+        self.on_finish()
+        if self.keep_dir:
+            for path in self.inputs:
+                path.unlink(missing_ok=True)
+        else:
             self.discard()
 
     def discard(self) -> None:
-        """Remove the job's files without using the result (failure, or a killed job)."""
-        shutil.rmtree(self.runner_dir, ignore_errors=True)
+        """After a failure or a kill: a segmentation's files go, a run folder stays."""
+        if not self.keep_dir:
+            shutil.rmtree(self.runner_dir, ignore_errors=True)
 
 
 class TrainingPlot:
-    """Loss and validation Dice per epoch in a Slicer plot chart shown in a qMRMLPlotView."""
+    """Loss and validation Dice per epoch in a Slicer plot chart shown in a qMRMLPlotWidget."""
 
-    def __init__(self, view) -> None:
+    def __init__(self, plot_widget) -> None:
         import slicer
 
-        self.table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "MedTuning training")
-        self.chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "MedTuning training")
+        scene = slicer.mrmlScene
+        self.table = scene.AddNewNodeByClass("vtkMRMLTableNode", "MedTuning training")
+        self.chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "MedTuning training")
+        self.chart.SetTitle("MedTuning fine-tuning")
+        self.chart.SetXAxisTitle("epoch")
         self.rows: list[dict[str, Any]] = []
-        self.view = view
-        view.setMRMLPlotViewNode(slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode"))
-        view.mrmlPlotViewNode().SetPlotChartNodeID(self.chart.GetID())
+        view_node = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+        plot_widget.setMRMLPlotViewNode(view_node)
+        plot_widget.mrmlPlotViewNode().SetPlotChartNodeID(self.chart.GetID())
 
     def add(self, event: dict[str, Any]) -> None:
+        import numpy as np
         import slicer
 
+        if self.table.GetScene() is None:  # the scene was closed: nothing to draw in
+            return
         row = {"epoch": event["epoch"], "loss": event["loss"]}
         if "val_mean_dice" in event:
             row["validation Dice"] = event["val_mean_dice"]
         self.rows.append(row)
         columns = {key: [r.get(key, float("nan")) for r in self.rows] for key in ("epoch", "loss", "validation Dice")}
-        import numpy as np
-
-        slicer.util.updateTableFromArray(self.table, [np.array(v, float) for v in columns.values()],
-                                         list(columns))
+        slicer.util.updateTableFromArray(self.table, [np.array(v, float) for v in columns.values()], list(columns))
         if self.chart.GetNumberOfPlotSeriesNodes() == 0:
             for name in ("loss", "validation Dice"):
                 series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)

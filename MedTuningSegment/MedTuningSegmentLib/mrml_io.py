@@ -7,7 +7,6 @@ LPS: the conversion flips the first two axes of the direction and origin.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,21 @@ def sitk_to_volume(image: sitk.Image, node) -> None:
     slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(image))
 
 
+def load_volume(path: Path, scene, name: str | None = None, labelmap: bool = False):
+    """A volume file read by Slicer's own volume reader (the storage node behind "Add data"),
+    usable where slicer.util.loadVolume is not (no application: batch scripts, tests)."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
+                                   name or Path(path).name.split(".")[0])
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        scene.RemoveNode(storage)
+        scene.RemoveNode(node)
+        raise OSError(f"{path}: Slicer could not read this volume")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node
+
+
 def write_volume(node, path: Path) -> Path:
     """A volume node as a NRRD file (what the background `medtuning` process reads)."""
     sitk.WriteImage(volume_to_sitk(node), str(path), True)
@@ -72,7 +86,8 @@ def labels_to_segmentation(labels_image, segmentation_node, labels: Sequence[dic
                            ) -> None:
     """Put a label map (SimpleITK image, or array on `reference_volume`'s grid) into a
     segmentation node: one segment per label, named and coloured from `labels` (the set's
-    manifest entries), keeping the label values. Existing segments are replaced, so running
+    manifest entries), keeping the label values. A label the map does not contain still gets
+    its (empty) segment, ready to be drawn in. Existing segments are replaced, so running
     again updates the node instead of piling up new ones."""
     scene = segmentation_node.GetScene()
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedTuningLabelsTemp")
@@ -91,21 +106,40 @@ def labels_to_segmentation(labels_image, segmentation_node, labels: Sequence[dic
         else:
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
         slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation_node)
-        segmentation = segmentation_node.GetSegmentation()
-        by_value = {int(lb["value"]): lb for lb in labels}
-        for i in range(segmentation.GetNumberOfSegments()):
-            segment = segmentation.GetNthSegment(i)
-            label = by_value.get(segment.GetLabelValue())
-            if label is not None and label.get("terminology"):
-                t = label["terminology"]
-                code = f"{t.get('scheme', '')}:{t.get('code', '')}:{t.get('meaning', '')}"
-                segment.SetTag("MedTuningTerminology", code)
+        add_missing_segments(segmentation_node.GetSegmentation(), labels)
+        set_terminology(segmentation_node.GetSegmentation(), labels)
     finally:
-        display = labelmap.GetDisplayNode()
-        if display is not None:
-            scene.RemoveNode(display)
-        scene.RemoveNode(labelmap)
+        remove_with_display(scene, labelmap)
         scene.RemoveNode(table)
+
+
+def remove_with_display(scene, node) -> None:
+    """A temporary node and the display node Slicer may have made for it."""
+    display = node.GetDisplayNode()
+    if display is not None:
+        scene.RemoveNode(display)
+    scene.RemoveNode(node)
+
+
+def add_missing_segments(segmentation, labels: Sequence[dict[str, Any]]) -> None:
+    present = {segmentation.GetNthSegment(i).GetLabelValue() for i in range(segmentation.GetNumberOfSegments())}
+    for label in labels:
+        if int(label["value"]) not in present:
+            segment_id = segmentation.AddEmptySegment("", label["name"], [c / 255.0 for c in label["color"]])
+            segmentation.GetSegment(segment_id).SetLabelValue(int(label["value"]))
+
+
+def set_terminology(segmentation, labels: Sequence[dict[str, Any]]) -> None:
+    """Each segment gets its label's terminology the way Slicer stores it
+    (vtkSegment.SetTerminology), so the Segment Editor and DICOM export see it."""
+    from MedTuningCore.terminology import slicer_terminology
+
+    by_value = {int(lb["value"]): lb for lb in labels}
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        label = by_value.get(segment.GetLabelValue())
+        if label is not None and label.get("terminology"):
+            segment.SetTerminology(slicer_terminology(label["terminology"]))
 
 
 def load_labels_into_segmentation(path: Path, segmentation_node, labels: Sequence[dict[str, Any]],
@@ -118,6 +152,7 @@ def segmentation_to_labels(segmentation_node, reference_volume, values_by_name: 
     its name has in `values_by_name` (exporting with a colour table keeps the values; the
     plain visible-segments export would renumber them 1..N)."""
     scene = segmentation_node.GetScene()
+    before = node_ids(scene)
     labels = [{"value": v, "name": n, "color": [128, 128, 128]} for n, v in values_by_name.items()]
     table = color_table(scene, labels)
     output = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedTuningExportTemp")
@@ -132,8 +167,15 @@ def segmentation_to_labels(segmentation_node, reference_volume, values_by_name: 
             segmentation_node, ids, output, reference_volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, table)
         return slicer.util.arrayFromVolume(output).copy()
     finally:
-        scene.RemoveNode(output)
-        scene.RemoveNode(table)
+        # the export adds nodes of its own (a display node, a colour table each call): all temporary
+        for node_id in node_ids(scene) - before:
+            node = scene.GetNodeByID(node_id)
+            if node is not None:
+                scene.RemoveNode(node)
+
+
+def node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
 def write_segmentation_labels(segmentation_node, reference_volume, label_names: Sequence[str], path: Path) -> Path:
@@ -157,12 +199,6 @@ def segment_names(cases) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
-
-
-def write_csv(rows: Sequence[Sequence[str]], path: Path) -> Path:
-    with Path(path).open("w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    return Path(path)
 
 
 def save_seg_nrrd(segmentation_node, path: Path) -> None:

@@ -50,6 +50,8 @@ class HeadlessApplication:
     def __init__(self) -> None:
         self._module_manager = ModuleManager()
         self.override_cursor_depth = 0
+        self._main_window = qt_standins.QWidget()  # message boxes need a main window to show
+        self._main_window.setObjectName("qSlicerMainWindow")
 
     def testingEnabled(self) -> bool:
         # False: message boxes go through ctkMessageBox (recorded), as a user would see them
@@ -62,7 +64,7 @@ class HeadlessApplication:
         return self._module_manager
 
     def topLevelWidgets(self) -> list:
-        return []
+        return [self._main_window]
 
     def processEvents(self) -> None:
         for timer in list(qt_standins.TIMERS):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import slicer
-import vtk
 from MedTuningSegmentLib import mrml_io
 
 LABELS = [{"value": 1, "name": "necrosis", "color": [230, 159, 0]},
           {"value": 2, "name": "edema", "color": [86, 180, 233]},
           {"value": 4, "name": "enhancing", "color": [0, 158, 115],
-           "terminology": {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically abnormal structure"}}]
+           "terminology": {
+              "category": {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"},
+              "type": {"scheme": "SCT", "code": "108369006", "meaning": "Neoplasm"}}}]
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:
@@ -86,8 +87,11 @@ def test_label_map_to_segmentation_keeps_names_colours_and_ids(scene):
     assert set(segments) == {"necrosis", "edema", "enhancing"}
     assert segments["enhancing"].GetLabelValue() == 4
     np.testing.assert_allclose(segments["edema"].GetColor(), [86 / 255, 180 / 255, 233 / 255], atol=1 / 255)
-    tag = vtk.mutable("")
-    assert segments["enhancing"].GetTag("MedTuningTerminology", tag) and str(tag).startswith("SCT:49755003")
+    # Slicer's own terminology field (what the Segment Editor shows), not a custom tag
+    assert segments["enhancing"].GetTerminology() == (
+        "Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically Altered Structure"
+        "~SCT^108369006^Neoplasm~^^~Anatomic codes - DICOM master list~^^~^^")
+    assert segments["edema"].GetTerminology() != segments["enhancing"].GetTerminology()
     back = mrml_io.segmentation_to_labels(node, reference, {"necrosis": 1, "edema": 2, "enhancing": 4})
     np.testing.assert_array_equal(back, labels)  # values 1, 2, 4 kept, not renumbered 1..3
 
@@ -95,11 +99,19 @@ def test_label_map_to_segmentation_keeps_names_colours_and_ids(scene):
 def test_running_again_updates_the_segmentation_instead_of_adding(scene):
     labels, reference = label_volume(scene)
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    values = {"necrosis": 1, "edema": 2, "enhancing": 4}
     mrml_io.labels_to_segmentation(labels, node, LABELS, reference)
+    mrml_io.segmentation_to_labels(node, reference, values)  # Slicer gives the node its colour table here
     count = scene.GetNumberOfNodes()
     mrml_io.labels_to_segmentation(np.where(labels == 4, 0, labels), node, LABELS, reference)
-    assert node.GetSegmentation().GetNumberOfSegments() == 2
-    assert scene.GetNumberOfNodes() == count  # no leftover temporary nodes
+    # one segment per label, not per run: the label the new map lacks stays, empty, to be drawn in
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 3
+    enhancing = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("enhancing"))
+    assert enhancing.GetLabelValue() == 4 and enhancing.GetTerminology().count("108369006") == 1
+    back = mrml_io.segmentation_to_labels(node, reference, values)
+    np.testing.assert_array_equal(back, np.where(labels == 4, 0, labels))
+    assert scene.GetNumberOfNodes() == count  # no leftover temporary nodes (import or export)
 
 
 def test_seg_nrrd_round_trip(scene, tmp_path):
