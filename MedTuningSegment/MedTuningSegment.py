@@ -28,7 +28,6 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MAX_CHANNELS = 4
-DEVICES = ["auto", "cpu", "cuda"]
 DEFAULT_BACKBONE = "vit_small_patch14_dinov2"
 
 
@@ -59,7 +58,7 @@ class MedTuningSegmentParameterNode:
     inputVolume2: vtkMRMLScalarVolumeNode
     inputVolume3: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     testTimeFlips: bool = False
     trainingSegmentation: vtkMRMLSegmentationNode
     datasetFolder: pathlib.Path  # an empty path edit reads as Path("."): no folder

@@ -39,11 +39,11 @@ class qMRMLNodeComboBox(qMRMLWidget):  # noqa: N801
     pass
 
 
-class qMRMLPlotView(qMRMLWidget):  # noqa: N801
+class qMRMLPlotWidget(qMRMLWidget):  # noqa: N801
     pass
 
 
-STAND_INS = [qMRMLWidget, ctkCollapsibleButton, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLPlotView]
+STAND_INS = [qMRMLWidget, ctkCollapsibleButton, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLPlotWidget]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,7 @@ def test_the_ui_loads_with_its_slicer_widget_classes(root):
     assert isinstance(widgets["applyButton"], QtWidgets.QPushButton)
     assert isinstance(widgets["epochsSpinBox"], QtWidgets.QSpinBox)
     assert isinstance(widgets["tabWidget"], QtWidgets.QTabWidget) and widgets["tabWidget"].count() == 3
+    assert type(widgets["trainingPlotWidget"]).__name__ == "qMRMLPlotWidget"
 
 
 def test_every_widget_the_module_uses_exists(root):
