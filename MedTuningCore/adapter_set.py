@@ -23,6 +23,7 @@ from torch import nn
 from .errors import MedTuningError
 from .models.inserted import Inserted
 from .tensor_file import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from .terminology import TerminologyError, validate_terminology
 
 FORMAT = "medtuning-adapter-set"
 FORMAT_VERSION = 1
@@ -89,6 +90,11 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if not isinstance(label, dict):
             raise AdapterSetError(f"manifest: task.labels[{i}] must be an object")
         _check_fields(f"task.labels[{i}]", label, LABEL_SCHEMA)
+        if "terminology" in label:
+            try:
+                validate_terminology(label["terminology"])
+            except TerminologyError as error:
+                raise AdapterSetError(f"manifest: task.labels[{i}].terminology ({label['name']}): {error}") from None
     model = manifest["model"]
     if len(manifest["task"]["channels"]) != model["in_channels"]:
         raise AdapterSetError("manifest: task.channels does not match model.in_channels")
@@ -157,7 +163,7 @@ def make_manifest(
     authors: list[str] | None = None,
     modality: str = "",
     colors: list[list[int]] | None = None,
-    terminology: list[dict[str, str] | None] | None = None,
+    terminology: list[dict[str, Any] | None] | None = None,
     preprocessing: dict[str, Any] | None = None,
     inference: dict[str, Any] | None = None,
     postprocessing: dict[str, Any] | None = None,
@@ -166,7 +172,8 @@ def make_manifest(
     backbone_source: str = "",
     label_values: list[int] | None = None,
 ) -> dict[str, Any]:
-    """A complete manifest for `model` (a MedTuningModel) with sensible defaults."""
+    """A complete manifest for `model` (a MedTuningModel) with sensible defaults.
+    `terminology` gives each label's category and type codes (see `MedTuningCore.terminology`)."""
     import platform
 
     import timm

@@ -12,7 +12,8 @@ import os
 import struct
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,32 +232,36 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside `path` to write to: renamed onto `path` when the block ends
+    without an error, deleted otherwise, so that `path` is never left half-written."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: str | os.PathLike, data: object, indent: int = 1) -> None:
     """Write JSON atomically: a temporary file beside the target, then a rename."""
     import json
 
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=indent))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write atomically: a temporary file beside the target, then a rename."""
     p = Path(path)
     suffix = image_suffix(p)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        if suffix == ".mhd":
-            write_metaimage_pair(image, p, compress)
-            return
+    if suffix == ".mhd":
+        write_metaimage_pair(image, p, compress)
+        return
+    with atomic_path(p, suffix) as tmp:  # the suffix tells ITK which format to write
         sitk.WriteImage(image, str(tmp), compress)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_metaimage_pair(image: sitk.Image, path: Path, compress: bool) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .adapter_set import AdapterSet
+from .adapter_set import DEFAULT_COLORS, AdapterSet
 from .errors import InputError
 from .image_io import load_case
 from .inference import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
@@ -175,6 +175,16 @@ class Segmenter:
         seconds["restore"] = time.perf_counter() - t
         notify(progress, {"event": "progress", "stage": "done", "fraction": 1.0})
         return SegmentationResult(labels, prob_image, seconds, str(self.device))
+
+    def label_entries(self) -> list[dict[str, Any]]:
+        """Every foreground label: value, name, colour (0-255) and, where the set has it,
+        terminology. A model description has no colours: it gets the default ones."""
+        if self.adapter_set is not None:
+            return [dict(label) for label in self.adapter_set.manifest["task"]["labels"]]
+        names = self.description.labels
+        values = self.description.label_values or range(1, self.model.config.num_classes)
+        return [{"value": v, "name": names[i] if i < len(names) else f"label {v}",
+                 "color": DEFAULT_COLORS[i % len(DEFAULT_COLORS)]} for i, v in enumerate(values)]
 
     def class_values(self) -> np.ndarray | None:
         """Label value written for each class index, when it is not the index itself."""

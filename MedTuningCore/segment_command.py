@@ -9,6 +9,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .errors import InputError, MedTuningError
 from .image_io import READABLE_SUFFIXES, check_output_path, image_suffix, write_image, write_json
 from .predictor import Segmenter, SetDescription
 from .progress import ProgressPrinter
+from .seg_nrrd import write_label_map
 
 EXIT_SOME_FAILED = 1
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -93,7 +95,7 @@ def run_segment(args: argparse.Namespace) -> int:
     result = segmenter.segment_files(args.inputs, args.resample_channels, probabilities is not None, progress)
     if probabilities is not None:
         write_image(result.probabilities, probabilities)
-    write_image(result.labels, output)
+    write_label_map(result.labels, output, segmenter.label_entries())
     if args.progress == "json":
         print(json.dumps({"event": "done", "output": str(output), "seconds": result.seconds}))
     return 0
@@ -114,10 +116,24 @@ def run_several_sets(args: argparse.Namespace) -> int:
     case = load_case(args.inputs, channels.pop(), None, args.resample_channels)
     merged, table = merge_segmentations(segmenters, case.channels)
     labels_json = output.with_name(output.name.split(".")[0] + ".labels.json")
-    write_image(merged, output)
+    write_label_map(merged, output, merged_segments(segmenters))
     write_json(labels_json, [vars(t) for t in table], indent=2)
     print(f"merged {len(segmenters)} sets into {output}; label table: {labels_json}", file=sys.stderr)
     return 0
+
+
+def merged_segments(segmenters: list[Segmenter]) -> list[dict]:
+    """The sets' label entries with the values `merge_segmentations` gives them (set k's class i
+    becomes i plus the class counts of sets 1..k-1); a name two sets share gets its set's name."""
+    entries, offset = [], 0
+    for index, segmenter in enumerate(segmenters):
+        set_name = segmenter.adapter_set.name if segmenter.adapter_set else f"set{index + 1}"
+        entries += [(set_name, {**entry, "value": offset + i})
+                    for i, entry in enumerate(segmenter.label_entries(), start=1)]
+        offset += segmenter.model.config.num_classes - 1
+    counts = Counter(entry["name"] for _, entry in entries)
+    return [entry if counts[entry["name"]] == 1 else {**entry, "name": f"{set_name} {entry['name']}"}
+            for set_name, entry in entries]
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -136,7 +152,7 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             check_output_path(target, args.overwrite)
             result = segmenter.segment_files([str(p) for p in paths], args.resample_channels, False, progress)
-            write_image(result.labels, target)
+            write_label_map(result.labels, target, segmenter.label_entries())
             rows.append({"case": name, "status": "ok", "output": str(target),
                          "seconds": f"{time.perf_counter() - start:.2f}", "error": ""})
         except (MedTuningError, RuntimeError) as error:

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from MedTuningCore.mni_template import TEMPLATE_LICENSE, TISSUE_LABELS, load_template  # noqa: E402
 
@@ -133,6 +134,9 @@ def main() -> int:
     shutil.copyfile(output, tmp)
     os.replace(tmp, SHIPPED / output.name)
     print(f"copied {output} to {SHIPPED}")
+    from set_terminology import apply_terminology  # finetune knows label names only: add their codes
+
+    apply_terminology(args.recipe, SHIPPED / output.name)
     return 0
 
 
