@@ -19,7 +19,7 @@ from MedTuningSegment import MedTuningSegmentLogic
 
 
 def main(argv):
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description="Segment a folder of cases with a MedTuning adapter set")
     parser.add_argument("--set", required=True)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
@@ -42,7 +42,9 @@ def main(argv):
             failures += 1
             continue
         slicer.mrmlScene.Clear()
-        volumes = [slicer.util.loadVolume(str(p)) for p in sorted(paths)]
+        # Slicer's own volume reader; unlike slicer.util.loadVolume it needs no application,
+        # so the same script runs under PythonSlicer and with the slicer-core wheel
+        volumes = [mrml_io.load_volume(p, slicer.mrmlScene) for p in sorted(paths)]
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", case)
         try:
             logic.segment(volumes, args.set, segmentation, args.device)

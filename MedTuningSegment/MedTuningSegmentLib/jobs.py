@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 
-def core_python() -> str:
+def core_python(os_name: str | None = None) -> str:
     """Slicer's PythonSlicer next to the running executable when there is one (it sets up
-    Slicer's Python environment), else this interpreter."""
-    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    Slicer's Python environment), else this interpreter. `os_name` stands in for os.name."""
+    name = "PythonSlicer.exe" if (os_name or os.name) == "nt" else "PythonSlicer"
     for candidate in (shutil.which("PythonSlicer"), str(Path(sys.executable).with_name(name))):
         if candidate and Path(candidate).exists():
             return candidate
