@@ -7,6 +7,7 @@ import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,118 @@ def test_real_segmentation_in_the_background(tmp_path):
     state = runner.wait(timeout=300)
     assert state.returncode == 0, state.error
     assert events[-1]["event"] == "done" and (tmp_path / "out.nrrd").is_file()
+
+
+def test_a_child_that_stops_on_request_is_cancelled_not_failed():
+    """`medtuning finetune` asked to stop writes the best set, reports it and exits 130: a result
+    to keep, not an error (else the Slicer module would delete the set)."""
+    events = []
+    runner = BackgroundProcess(python("""
+        import json, sys
+        print(json.dumps({"event": "done", "output": "set.safetensors", "cancelled": True}), flush=True)
+        print("wrote set.safetensors; cancelled early", file=sys.stderr, flush=True)
+        sys.exit(130)
+    """), on_event=events.append)
+    runner.start()
+    state = runner.wait(timeout=60)
+    assert state.returncode == 130 and state.cancelled and state.error is None
+    assert events[-1] == state.done == {"event": "done", "output": "set.safetensors", "cancelled": True}
+
+
+@pytest.mark.parametrize("code, says_cancelled", [(130, False), (0, True)])
+def test_exit_130_or_a_cancelled_done_event_alone_is_enough(code, says_cancelled):
+    """Without --progress json there is no done event; an older child may report it but exit 0."""
+    runner = BackgroundProcess(python(f"""
+        import json, sys
+        if {says_cancelled}:
+            print(json.dumps({{"event": "done", "cancelled": True}}), flush=True)
+        sys.exit({code})
+    """))
+    runner.start()
+    state = runner.wait(timeout=60)
+    assert state.cancelled and state.error is None
+
+
+def test_a_plain_failure_stays_an_error():
+    runner = BackgroundProcess(python("""
+        import json, sys
+        print(json.dumps({"event": "done", "cancelled": False}), flush=True)
+        print("error: out of disk", file=sys.stderr, flush=True)
+        sys.exit(1)
+    """))
+    runner.start()
+    state = runner.wait(timeout=60)
+    assert not state.cancelled and state.error == "error: out of disk"
+
+
+def test_the_final_event_is_delivered_to_a_slow_consumer():
+    """A consumer that takes its time over each event (a plot redrawn) and polls rarely: the
+    child has long exited when the last events are handed over, and none is lost."""
+    events = []
+
+    def slow(event):
+        time.sleep(0.01)
+        events.append(event)
+
+    runner = BackgroundProcess(python("""
+        import json
+        for i in range(100):  # 100 kB: more than a pipe holds, so the child waits for the reader
+            print(json.dumps({"event": "progress", "fraction": i / 100, "padding": "x" * 1000}), flush=True)
+        print(json.dumps({"event": "done", "output": "out.nrrd"}), flush=True)
+    """), on_event=slow)
+    runner.start()
+    state = runner.wait(timeout=120, interval=0.5)
+    assert [e["event"] for e in events] == ["progress"] * 100 + ["done"]
+    assert state.done == {"event": "done", "output": "out.nrrd"} and state.error is None
+
+
+def test_output_that_arrives_after_the_exit_is_still_delivered():
+    """The last line can reach the pipe after the child's exit is seen (here a grandchild that
+    inherited the pipe prints it a second later); the run ends only when the pipes are read to
+    their end, not after a fixed pause."""
+    events = []
+    runner = BackgroundProcess(python("""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c",
+                          "import json, time; time.sleep(1); print(json.dumps({'event': 'done'}), flush=True)"])
+    """), on_event=events.append)
+    runner.start()
+    state = runner.wait(timeout=60)
+    assert state.returncode == 0 and events == [{"event": "done"}] and state.done == {"event": "done"}
+
+
+def blob_finetune_args(root: Path, output: Path) -> list[str]:
+    """`finetune` arguments for a quick real run: two synthetic cases (a blob to find), the small
+    vit_tiny backbone in a library under `root`, two steps per epoch."""
+    import SimpleITK as sitk
+    from library_helpers import BACKBONE, library_with_backbone
+    from segment_helpers import synthetic_volume
+
+    library = library_with_backbone(root)
+    rows = ["image,label"]
+    for i in range(2):
+        image = synthetic_volume(seed=i, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+        sitk.WriteImage(image, str(root / f"case{i}.nrrd"))
+        sitk.WriteImage(sitk.Cast(image > 130, sitk.sitkUInt8), str(root / f"case{i}_label.nrrd"))
+        rows.append(f"case{i}.nrrd,case{i}_label.nrrd")
+    (root / "cases.csv").write_text("\n".join(rows) + "\n")
+    return ["finetune", "--data", str(root / "cases.csv"), "--labels", "blob", "--backbone", BACKBONE,
+            "--library", str(library.root), "-o", str(output), "--slice-size", "32", "--patch-depth", "8",
+            "--iterations", "2", "--batch-size", "1", "--val-cases", "1", "--decoder", "setr_naive"]
+
+
+def test_a_fine_tuning_cancelled_by_its_cancel_file_keeps_its_result(tmp_path):
+    """The whole path: real `medtuning finetune`, its cancel file (what Cancel and the time
+    budget in Slicer create), exit 130, and a runner that reports a cancelled run with a set."""
+    cancel, out = tmp_path / "CANCEL", tmp_path / "blob.safetensors"
+
+    def on_event(event):
+        if event.get("event") == "epoch":
+            cancel.touch()
+
+    runner = BackgroundProcess(medtuning_command() + blob_finetune_args(tmp_path, out) + [
+        "--epochs", "50", "--cancel-file", str(cancel), "--progress", "json"], on_event=on_event)
+    runner.start()
+    state = runner.wait(timeout=300)
+    assert state.returncode == 130 and state.cancelled and state.error is None
+    assert state.done["cancelled"] is True and state.done["output"] == str(out) and out.is_file()
