@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 EXIT_USAGE = 2
+
+
+class Command(NamedTuple):
+    module: str  # the module, relative to this package, whose `adder` adds the command's parser
+    adder: str
+    help: str  # the line in `medtuning --help`; the same as the one `adder` gives (a test checks)
+
+
+# The command modules import torch and more, which takes seconds (and once failed on Windows for a
+# POSIX-only import): `medtuning --help` names the commands from this table alone, and a command's
+# module is imported only when that command is given. In the order of `medtuning --help`.
+COMMANDS: dict[str, Command] = {
+    "model-info": Command(".cli", "_add_model_info_parser", "parameter counts of a model configuration"),
+    "segment": Command(".cli", "_add_segment_parser", "segment volumes with an adapter set"),
+    "sets": Command(".library_commands", "add_library_parsers", "the local library of adapter sets"),
+    "backbones": Command(".library_commands", "add_library_parsers", "cached backbone weights"),
+    "doctor": Command(".library_commands", "add_library_parsers", "versions, devices, library, and what is missing"),
+    "finetune": Command(".finetune_command", "add_finetune_parser", "train an adapter set on annotated cases"),
+    "evaluate": Command(".evaluate_command", "add_evaluate_parser",
+                        "Dice, HD95, surface Dice and volumes of a set on annotated cases"),
+    "compare": Command(".compare_command", "add_compare_parser",
+                       "fine-tune several tuning methods on one split and tabulate them"),
+    "demo": Command(".demo_command", "add_demo_parser",
+                    "segment the MNI152 T1 template with the shipped brain-tissue set (offline)"),
+}
 
 
 class CommandError(Exception):
@@ -59,7 +86,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _add_segment_parser(sub) -> None:
-    seg = sub.add_parser("segment", help="segment volumes with an adapter set")
+    seg = sub.add_parser("segment", help=COMMANDS["segment"].help)
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="one file per channel (or one 4D file), a DICOM directory; with --batch: "
                           "directories or globs of cases (multi-channel cases named CASE_0000.nii.gz, CASE_0001...)")
@@ -88,37 +115,40 @@ def _add_segment_parser(sub) -> None:
     seg.set_defaults(func=cmd_segment)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_model_info_parser(sub) -> None:
+    info = sub.add_parser("model-info", help=COMMANDS["model-info"].help)
+    _add_model_arguments(info)
+    info.add_argument("--json", action="store_true", help="print one JSON object {total, tuned, inserted}")
+    info.set_defaults(func=cmd_model_info)
+
+
+def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `medtuning` parser. The commands named in `full` (default: all) get their whole parser,
+    which imports their module; the others only their name and help line, enough for
+    `medtuning --help` and for finding which command was given."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="medtuning", description=__doc__)
     parser.add_argument("--version", action="version", version=f"medtuning {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("model-info", help="parameter counts of a model configuration")
-    _add_model_arguments(info)
-    info.add_argument("--json", action="store_true", help="print one JSON object {total, tuned, inserted}")
-    info.set_defaults(func=cmd_model_info)
-    _add_segment_parser(sub)
-    from .library_commands import add_library_parsers
-
-    add_library_parsers(sub)
-    from .finetune_command import add_finetune_parser
-
-    add_finetune_parser(sub)
-    from .evaluate_command import add_evaluate_parser
-
-    add_evaluate_parser(sub)
-    from .compare_command import add_compare_parser
-
-    add_compare_parser(sub)
-    from .demo_command import add_demo_parser
-
-    add_demo_parser(sub)
+    # sets, backbones and doctor share one adder: wanting one of them adds all three
+    wanted = {(c.module, c.adder) for name, c in COMMANDS.items() if full is None or name in full}
+    for name, command in COMMANDS.items():
+        if name in sub.choices:  # added already by its group's adder
+            continue
+        if (command.module, command.adder) in wanted:
+            getattr(importlib.import_module(command.module, __package__), command.adder)(sub)
+        else:  # no -h of its own: `medtuning NAME --help` is left to NAME's whole parser
+            sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # First which command (this pass alone answers --help, --version and a missing or unknown
+    # command), then that command's whole parser.
+    command = build_parser(full=()).parse_known_args(argv)[0].command
+    args = build_parser(full={command}).parse_args(argv)
     from .errors import MedTuningError
 
     try:

@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
-import resource
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -110,9 +111,45 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: int) -> list[floa
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the run in MiB: allocated on the GPU, else the process's peak resident set."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return process_peak_memory_mb()
+
+
+def process_peak_memory_mb() -> float:
+    """This process's peak resident memory in MiB, by the platform's own accounting."""
+    if sys.platform == "win32":
+        return _windows_peak_working_set() / 2**20
+    import resource  # POSIX only: imported here so that Windows can import this module
+
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # getrusage(2): Linux counts ru_maxrss in KiB, macOS in bytes.
+    return max_rss / 2**20 if sys.platform == "darwin" else max_rss / 1024
+
+
+class _ProcessMemoryCounters(ctypes.Structure):
+    """PROCESS_MEMORY_COUNTERS (psapi.h); DWORD is 32 bits and SIZE_T pointer-sized on Windows."""
+
+    _fields_ = [("cb", ctypes.c_uint32), ("PageFaultCount", ctypes.c_uint32)] + [
+        (name, ctypes.c_size_t) for name in (
+            "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+            "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
+
+
+def _windows_peak_working_set() -> float:
+    """PeakWorkingSetSize in bytes from psapi's GetProcessMemoryInfo; NaN if the call fails, so a
+    finished training run is never lost to a statistic."""
+    # Own WinDLL instances (Windows only), not the shared ctypes.windll: the prototypes set
+    # below must not change these functions for other code in the process (Slicer's, say).
+    kernel32, psapi = ctypes.WinDLL("kernel32"), ctypes.WinDLL("psapi")
+    kernel32.GetCurrentProcess.restype = ctypes.c_void_p  # a pseudo-handle, pointer-sized
+    psapi.GetProcessMemoryInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ProcessMemoryCounters), ctypes.c_uint32]
+    counters = _ProcessMemoryCounters()
+    counters.cb = ctypes.sizeof(counters)
+    if not psapi.GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
+        return math.nan
+    return float(counters.PeakWorkingSetSize)
 
 
 class StopRequest:
