@@ -81,8 +81,7 @@ class Job:
 
     @property
     def done_event(self) -> dict[str, Any] | None:
-        events = self.runner.state.events if self.runner else []
-        return next((e for e in reversed(events) if e.get("event") == "done"), None)
+        return self.runner.state.done if self.runner else None
 
     def poll(self, log: Callable[[str], None] | None = None):
         if log is not None:
