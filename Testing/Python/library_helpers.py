@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import timm
@@ -13,6 +14,16 @@ from MedTuningCore.library import Library
 from MedTuningCore.models import build_model
 
 BACKBONE = "vit_tiny_patch16_224"
+SHIPPED_SETS = Path(__file__).resolve().parents[2] / "Resources" / "AdapterSets"
+
+
+def ship_only(folder: Path, monkeypatch, *names: str) -> Path:
+    """A shipped-sets folder of the test's own, holding copies of these real shipped sets."""
+    folder.mkdir()
+    for name in names:
+        shutil.copy(SHIPPED_SETS / f"{name}.safetensors", folder)
+    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(folder))
+    return folder
 
 
 def library_with_backbone(root: Path, seed: int = 0) -> Library:

@@ -4,10 +4,10 @@ this and any later Library object on the same root, until restored (issue 11, it
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from conftest import REPO_ROOT
+from library_helpers import ship_only
 
 from MedTuningCore import library as library_module
 from MedTuningCore.adapter_set import AdapterSetError
@@ -20,12 +20,7 @@ SHIPPED = REPO_ROOT / "Resources" / "AdapterSets"
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """A shipped-sets folder of its own, holding both real sets."""
-    folder = tmp_path / "shipped"
-    folder.mkdir()
-    for name in ("brain-tissue", "brats-glioma"):
-        shutil.copy(SHIPPED / f"{name}.safetensors", folder)
-    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(folder))
-    return folder
+    return ship_only(tmp_path / "shipped", monkeypatch, "brain-tissue", "brats-glioma")
 
 
 def test_removed_shipped_set_is_not_listed_nor_reinstalled_until_restored(shipped, tmp_path):
@@ -73,10 +68,7 @@ def test_installing_the_shipped_file_again_clears_the_record(shipped, tmp_path):
 
 def test_sets_of_other_names_are_unaffected(tmp_path, monkeypatch):
     # only brats-glioma ships here, so brain-tissue stands for a set the user installed
-    folder = tmp_path / "shipped"
-    folder.mkdir()
-    shutil.copy(SHIPPED / "brats-glioma.safetensors", folder)
-    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(folder))
+    ship_only(tmp_path / "shipped", monkeypatch, "brats-glioma")
     library = Library(tmp_path / "library")
     library.install(SHIPPED / "brain-tissue.safetensors")
     library.remove("brats-glioma")

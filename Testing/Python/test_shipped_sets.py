@@ -8,6 +8,7 @@ import shutil
 import pytest
 import SimpleITK as sitk
 from conftest import REPO_ROOT, SHARED_DATA
+from library_helpers import ship_only
 
 from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set
 from MedTuningCore.datasets import Case, LabelSpec, prepare
@@ -50,10 +51,7 @@ def test_both_sets_are_shipped_small_and_complete():
 
 
 def test_shipped_set_installs_on_first_use_only(tmp_path, monkeypatch):
-    shipped = tmp_path / "shipped"
-    shipped.mkdir()
-    shutil.copy(SHIPPED / "brats-glioma.safetensors", shipped)
-    monkeypatch.setenv("MEDTUNING_SHIPPED_SETS", str(shipped))
+    shipped = ship_only(tmp_path / "shipped", monkeypatch, "brats-glioma")
     library = Library(tmp_path / "library")
     assert library.names() == []
     assert library.get("brats-glioma").name == "brats-glioma"  # first use installs it
