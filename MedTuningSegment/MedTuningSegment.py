@@ -368,7 +368,9 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job.finish()
         self.refreshLibrary()
         if job.new_set_name:  # a new set is selected for segmentation at once
-            self._parameterNode.adapterSet = job.new_set_name
+            # the user may be in another module now (no parameter node connected): the scene's
+            # parameter node keeps the choice for when they come back
+            (self._parameterNode or self.logic.getParameterNode()).adapterSet = job.new_set_name
             self.ui.tabWidget.setCurrentIndex(0)
             done = job.done_event or {}
             reason = f"{job.cancel_reason}, " if state.cancelled else ""

@@ -193,8 +193,11 @@ def test_finetune_from_scene_cases_and_cancel_keeps_the_best_epoch(module, scene
     module.run_until(lambda: an_epoch_ended() or module.widget._job is None, 900)
     assert an_epoch_ended()
     module.ui.cancelButton.click()
+    module.exit()  # the user works in another module meanwhile; the job goes on
     run_job(module)
     no_hidden_errors()
+    assert module.widget.logic.getParameterNode().adapterSet == "my-glioma"
+    module.enter()
     assert not errors_shown(module), errors_shown(module)
     assert "cancelled, best epoch 0 kept as set 'my-glioma'" in module.ui.statusLabel.text
     library = module.widget.logic.library()
