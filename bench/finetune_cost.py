@@ -34,8 +34,8 @@ def child(model_key: str, config_key: str, device: str, batch: int, depth: int, 
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from MedTuningCore.losses import segmentation_loss
     from MedTuningCore.models import build_model
+    from MedTuningCore.training.losses import segmentation_loss
 
     backbone, size = MODELS[model_key]
     torch.manual_seed(0)

@@ -40,10 +40,10 @@ FLIPS = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
 
 def load_segmenter(set_name: str, device: str):
     sys.path.insert(0, str(ROOT))
-    from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set
-    from MedTuningCore.predictor import Segmenter, description_from_manifest
-    from MedTuningCore.set_loader import config_from_manifest
-    from MedTuningCore.shipped_sets import shipped_set_file
+    from MedTuningCore.inference.segmenter import Segmenter, description_from_manifest
+    from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set
+    from MedTuningCore.sets.loader import config_from_manifest
+    from MedTuningCore.sets.shipped import shipped_set_file
 
     try:
         return Segmenter.from_set(set_name, inference={"device": device}), "trained weights"
@@ -62,7 +62,7 @@ def load_segmenter(set_name: str, device: str):
 def plain_loop(model, x, window, overlap: float, num_classes: int):
     import torch
 
-    from MedTuningCore.inference import window_starts  # the same window positions
+    from MedTuningCore.inference.sliding_window import window_starts  # the same window positions
 
     _, _, d, h, w = x.shape
     logits = torch.zeros((1, num_classes, d, h, w), device=x.device)
@@ -83,7 +83,7 @@ def child(method: str, tta: bool, set_name: str, device: str) -> dict:
 
     segmenter, weights = load_segmenter(set_name, device)
     channels = [sitk.ReadImage(str(CASE / f)) for f in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")]
-    from MedTuningCore.preprocessing import preprocess
+    from MedTuningCore.data.preprocessing import preprocess
 
     volume, _ = preprocess(channels, segmenter.description.preprocessing)
     model = segmenter.model

@@ -41,7 +41,7 @@ def child(model_key: str, config_key: str, device: str, repeats: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from MedTuningCore.predictor import Segmenter
+    from MedTuningCore.inference.segmenter import Segmenter
 
     if CASE.is_dir():
         names = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")

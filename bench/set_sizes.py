@@ -12,8 +12,8 @@ from pathlib import Path
 
 import timm
 
-from MedTuningCore.adapter_set import make_manifest, save_adapter_set, tuned_state
 from MedTuningCore.models import build_model
+from MedTuningCore.sets.adapter_set import make_manifest, save_adapter_set, tuned_state
 
 ROWS = [("vit_base_patch16_224", d) for d in ("upernet", "setr_mla", "unet", "setr_naive")] + \
        [("vit_small_patch14_dinov2", d) for d in ("upernet", "setr_mla", "unet", "setr_naive")]

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from MedTuningCore.adapter_set import load_adapter_set, save_adapter_set  # noqa: E402
+from MedTuningCore.sets.adapter_set import load_adapter_set, save_adapter_set  # noqa: E402
 
 
 def set_value(manifest: dict[str, Any], dotted: str, value: Any) -> None:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from MedTuningCore.mni_template import TEMPLATE_LICENSE, TISSUE_LABELS, load_template  # noqa: E402
+from MedTuningCore.data.mni_template import TEMPLATE_LICENSE, TISSUE_LABELS, load_template  # noqa: E402
 
 SHIPPED = ROOT / "Resources" / "AdapterSets"
 BRATS = ROOT.parent / "shared" / "data" / "brats2013"

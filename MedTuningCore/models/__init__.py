@@ -2,7 +2,7 @@
 
 from .decoders import DECODERS
 from .med_adapter import MedAdapter
-from .segmenter import MedTuningModel, ModelConfig, build_model
+from .network import MedTuningModel, ModelConfig, build_model
 from .tuning import TUNING_METHODS, count_parameters
 from .weights import BackboneWeightsError
 

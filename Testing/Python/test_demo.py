@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedTuningCore.mni_template import TemplateError, template_path
+from MedTuningCore.data.mni_template import TemplateError, template_path
 
 
 @pytest.fixture(scope="module")

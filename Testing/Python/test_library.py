@@ -12,9 +12,9 @@ import torch
 from library_helpers import BACKBONE, library_with_backbone, make_set
 from segment_helpers import synthetic_volume
 
-from MedTuningCore.adapter_set import AdapterSetError
-from MedTuningCore.cli import main
-from MedTuningCore.library import Library
+from MedTuningCore.cli.app import main
+from MedTuningCore.sets.adapter_set import AdapterSetError
+from MedTuningCore.sets.library import Library
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_backbone_mismatch_is_refused_naming_both_hashes(library, base, tmp_path
     wanted = other.get("organs").backbone_sha256
     have = other.backbones.verify(BACKBONE).sha256
     assert wanted != have
-    from MedTuningCore.predictor import Segmenter
-    from MedTuningCore.set_loader import SetLoader
+    from MedTuningCore.inference.segmenter import Segmenter
+    from MedTuningCore.sets.loader import SetLoader
 
     with pytest.raises(AdapterSetError) as error:
         Segmenter.from_set("organs", SetLoader(other))
@@ -104,7 +104,7 @@ def test_changed_backbone_cache_is_detected(library):
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x10
     path.write_bytes(bytes(data))
-    from MedTuningCore.backbone_store import BackboneError
+    from MedTuningCore.sets.backbones import BackboneError
 
     with pytest.raises(BackboneError, match="changed"):
         library.backbones.verify(BACKBONE)
@@ -113,7 +113,7 @@ def test_changed_backbone_cache_is_detected(library):
 def test_backbone_import_refuses_other_weights(library, tmp_path):
     from safetensors.torch import save_file
 
-    from MedTuningCore.backbone_store import BackboneError
+    from MedTuningCore.sets.backbones import BackboneError
 
     save_file({"weight": torch.zeros(3)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(BackboneError, match="not the weights of timm's vit_tiny_patch16_224"):
@@ -154,8 +154,8 @@ def test_two_sets_share_one_backbone_and_merge(library, base, tmp_path):
     _, sets = base
     library.install(sets / "organs.safetensors")
     library.install(sets / "tumour.safetensors")
-    from MedTuningCore.predictor import Segmenter
-    from MedTuningCore.set_loader import SetLoader
+    from MedTuningCore.inference.segmenter import Segmenter
+    from MedTuningCore.sets.loader import SetLoader
 
     loader = SetLoader(library)
     a = Segmenter.from_set("organs", loader)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedTuningCore.metrics import case_metrics, directed_surface_distances, mask_metrics, summarise, surface
+from MedTuningCore.evaluation.metrics import case_metrics, directed_surface_distances, mask_metrics, summarise, surface
 
 
 def box(shape, lo, hi):

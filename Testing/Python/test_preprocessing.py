@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from MedTuningCore.data.preprocessing import ChannelNormalization, Preprocessing, normalise
 from MedTuningCore.errors import InputError
-from MedTuningCore.preprocessing import ChannelNormalization, Preprocessing, normalise
 
 
 def test_zscore_uses_the_foreground_and_zeroes_the_background():

@@ -15,11 +15,11 @@ import slicerio
 from library_helpers import library_with_backbone, make_set
 from segment_helpers import synthetic_volume
 
-from MedTuningCore import seg_nrrd
-from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
-from MedTuningCore.cli import main
+from MedTuningCore.cli.app import main
 from MedTuningCore.errors import MedTuningError
-from MedTuningCore.terminology import TerminologyError, slicer_terminology
+from MedTuningCore.io import seg_nrrd
+from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
+from MedTuningCore.sets.terminology import TerminologyError, slicer_terminology
 
 DICOM = "Segmentation category and type - DICOM master list"
 LESION = {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"}
@@ -179,7 +179,7 @@ def test_manifest_with_bad_terminology_is_refused_naming_the_label(outputs, tmp_
 
 
 def test_shipped_sets_give_every_label_a_terminology():
-    from MedTuningCore.shipped_sets import shipped_set_files
+    from MedTuningCore.sets.shipped import shipped_set_files
 
     for name in ("brats-glioma", "brain-tissue"):
         labels = load_adapter_set(shipped_set_files()[name]).manifest["task"]["labels"]

@@ -8,7 +8,7 @@ import json
 import SimpleITK as sitk
 from segment_helpers import same_grid, synthetic_volume, tiny
 
-from MedTuningCore.cli import main
+from MedTuningCore.cli.app import main
 
 
 def test_batch_segments_good_cases_skips_bad_ones_and_writes_a_summary(tmp_path, capsys):

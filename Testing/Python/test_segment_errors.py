@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from segment_helpers import synthetic_volume, tiny
 
-from MedTuningCore.cli import main
+from MedTuningCore.cli.app import main
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from conftest import SHARED_DATA
 from segment_helpers import same_grid, synthetic_volume, tiny, write_dicom_series
 
-from MedTuningCore.predictor import Segmenter
+from MedTuningCore.inference.segmenter import Segmenter
 
 REAL_VOLUMES = sorted(
     [p for p in SHARED_DATA.rglob("*.nii*") if "label" not in p.name and "seg" not in p.name
@@ -37,7 +37,7 @@ def test_real_volume_round_trip(path, resampling_segmenter):
     ((0.8, 1.1, 2.5), {"spacing": [1.5, 1.5, 1.5], "crop_foreground": True}),
 ])
 def test_oblique_files_in_every_format_round_trip(tmp_path, suffix, spacing, preprocessing):
-    from MedTuningCore.cli import main
+    from MedTuningCore.cli.app import main
 
     image = synthetic_volume(spacing=spacing)
     source = tmp_path / f"in{suffix}"

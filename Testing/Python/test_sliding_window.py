@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from MedTuningCore.inference import InferenceOptions, SlidingWindowPredictor, importance_map, window_starts
+from MedTuningCore.inference.sliding_window import (
+    InferenceOptions,
+    SlidingWindowPredictor,
+    importance_map,
+    window_starts,
+)
 from MedTuningCore.models import build_model
 
 

@@ -28,8 +28,11 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO_ROOT
 
-from MedTuningCore import cli, library, process_runner, training
+from MedTuningCore import process_runner
+from MedTuningCore.cli import app as cli
 from MedTuningCore.process_runner import BackgroundProcess, popen_platform_options
+from MedTuningCore.sets import library
+from MedTuningCore.training import trainer as training
 
 POSIX_ONLY_MODULES = ("resource", "fcntl", "termios", "pwd", "grp")
 HELP_WIDTH = "100"  # COLUMNS for argparse, the same in both processes
@@ -78,7 +81,7 @@ def test_every_module_of_the_core_imports_as_on_windows():
 def test_help_imports_no_command_module_and_no_torch():
     """What the before-stop check runs: `medtuning --help` with the POSIX-only modules gone."""
     result = run_as_windows("""
-        from MedTuningCore import cli
+        from MedTuningCore.cli import app as cli
         try:
             cli.main(["--help"])
         except SystemExit as e:
@@ -86,7 +89,7 @@ def test_help_imports_no_command_module_and_no_torch():
         print(sorted(m for m in sys.modules if m.startswith("MedTuningCore")), "torch" in sys.modules)
     """, load_libraries=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "['MedTuningCore', 'MedTuningCore.cli'] False"
+    assert result.stdout.splitlines()[-1] == "['MedTuningCore', 'MedTuningCore.cli', 'MedTuningCore.cli.app'] False"
     assert "model-info" in result.stdout and "demo" in result.stdout
 
 
@@ -96,7 +99,7 @@ def test_every_help_is_the_same_as_the_parser_with_all_commands_gives(monkeypatc
     in cli.COMMANDS have not drifted from the command modules' own."""
     result = run_as_windows(f"""
         import contextlib, io, json
-        from MedTuningCore import cli
+        from MedTuningCore.cli import app as cli
         texts = []
         for argv in {HELP_COMMANDS!r}:
             out = io.StringIO()
@@ -121,7 +124,7 @@ def test_a_real_segmentation_runs_as_on_windows(tmp_path):
     argv = ["segment", str(tmp_path / "in.nrrd"), "--set", str(tmp_path / "set.json"), "-o",
             str(tmp_path / "out.nrrd"), "--progress", "json"]
     result = run_as_windows(f"""
-        from MedTuningCore import cli
+        from MedTuningCore.cli import app as cli
         sys.exit(cli.main({argv!r}))
     """)
     assert result.returncode == 0, result.stderr
@@ -140,7 +143,7 @@ def test_a_real_fine_tuning_runs_as_on_windows_and_reports_the_peak_working_set(
     result = run_as_windows(textwrap.dedent(inspect.getsource(FakeWinDLL)) + f"""
 import ctypes
 ctypes.WinDLL = FakeWinDLL.reporting(512 * 2**20)
-from MedTuningCore import cli
+from MedTuningCore.cli import app as cli
 sys.exit(cli.main({argv!r}))
 """)
     assert result.returncode == 0, result.stderr
@@ -396,7 +399,7 @@ def test_the_library_lock_on_posix_uses_flock(monkeypatch, tmp_path):
 POSIX_ONLY_NAMES = {"resource", "fcntl", "termios", "pwd", "grp", "getpgid", "killpg", "setsid", "SIGKILL",
                     "fork", "getuid", "geteuid", "chown", "start_new_session"}
 ALLOWED = {
-    ("training.py", "process_peak_memory_mb"): {"resource"},
+    ("trainer.py", "process_peak_memory_mb"): {"resource"},
     ("library.py", "exclusive_lock"): {"fcntl"},
     ("process_runner.py", "_kill_group"): {"getpgid", "killpg", "SIGKILL"},
     ("process_runner.py", "popen_platform_options"): {"start_new_session"},
@@ -445,6 +448,6 @@ def test_no_shell_device_files_or_posix_permissions():
 
 
 def test_the_cancelled_exit_code_is_finetune_s():
-    from MedTuningCore.finetune_command import EXIT_CANCELLED
+    from MedTuningCore.cli.finetune import EXIT_CANCELLED
 
     assert process_runner.CANCELLED_EXIT_CODE == EXIT_CANCELLED

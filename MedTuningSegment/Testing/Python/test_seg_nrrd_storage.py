@@ -10,8 +10,8 @@ import slicer
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 
-from MedTuningCore.seg_nrrd import write_seg_nrrd
-from MedTuningCore.terminology import slicer_terminology
+from MedTuningCore.io.seg_nrrd import write_seg_nrrd
+from MedTuningCore.sets.terminology import slicer_terminology
 
 LESION = {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"}
 LABELS = [

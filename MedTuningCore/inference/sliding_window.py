@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 BLENDS = ("gaussian", "linear")
@@ -131,7 +131,7 @@ class SlidingWindowPredictor:
     def for_model(cls, model: nn.Module, options: InferenceOptions) -> SlidingWindowPredictor:
         """A predictor sized from a MedTuningModel's configuration (tiles of its slice size,
         slabs of its reference depth; only ViTs take other tile sizes)."""
-        from .models.backbones import backbone_family
+        from ..models.backbones import backbone_family
 
         cfg = model.config
         return cls(model, options, cfg.num_classes, tile_size=cfg.img_size, size_multiple=model.size_multiple,

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .datasets import load_dataset
-from .errors import InputError
-from .image_io import read_image
-from .library import Library
-from .metrics import REGION_PRESETS, case_metrics, summarise
-from .montage import blend, grey, write_png
-from .predictor import Segmenter
-from .set_loader import SetLoader
+from ..data.datasets import load_dataset
+from ..errors import InputError
+from ..evaluation.metrics import REGION_PRESETS, case_metrics, summarise
+from ..evaluation.montage import blend, grey, write_png
+from ..inference.segmenter import Segmenter
+from ..io.images import read_image
+from ..sets.library import Library
+from ..sets.loader import SetLoader
 
 
 def add_evaluate_parser(sub) -> None:

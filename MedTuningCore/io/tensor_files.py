@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MedTuningError
+from ..errors import MedTuningError
 
 MAX_HEADER_BYTES = 16 * 2**20  # a manifest plus a few thousand tensor entries fit easily
 

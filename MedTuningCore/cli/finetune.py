@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from .adapter_set import make_manifest, save_adapter_set
-from .datasets import DatasetError, LabelSpec, load_dataset, prepare, validate
-from .errors import InputError
-from .image_io import write_json
-from .library import Library
-from .models.segmenter import assemble_model, model_config, prepare_backbone
-from .preprocessing import ChannelNormalization, Preprocessing
-from .progress import ProgressPrinter
-from .set_loader import SetLoader, config_from_manifest
-from .training import Trainer, TrainingConfig, write_history
+from ..data.datasets import DatasetError, LabelSpec, load_dataset, prepare, validate
+from ..data.preprocessing import ChannelNormalization, Preprocessing
+from ..errors import InputError
+from ..io.images import write_json
+from ..models.network import assemble_model, model_config, prepare_backbone
+from ..progress import ProgressPrinter
+from ..sets.adapter_set import make_manifest, save_adapter_set
+from ..sets.library import Library
+from ..sets.loader import SetLoader, config_from_manifest
+from ..training.trainer import Trainer, TrainingConfig, write_history
 
 EXIT_CANCELLED = 130
 

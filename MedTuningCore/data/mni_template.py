@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import MedTuningError
+from ..errors import MedTuningError
 
 FILES = {kind: f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm")}
 TISSUE_LABELS = {1: "grey-matter", 2: "white-matter"}

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import MedTuningError
+from ..errors import MedTuningError
 
 # Slicer's own default contexts (the names its Terminologies module loads at start-up).
 DEFAULT_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"

@@ -17,15 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .datasets import load_dataset
-from .errors import InputError
-from .evaluate_command import evaluate_cases, parse_regions
-from .image_io import write_json
-from .library import Library
-from .metrics import summarise
-from .models import TUNING_METHODS
-from .predictor import Segmenter
-from .set_loader import SetLoader, config_from_manifest
+from ..data.datasets import load_dataset
+from ..errors import InputError
+from ..evaluation.metrics import summarise
+from ..inference.segmenter import Segmenter
+from ..io.images import write_json
+from ..models import TUNING_METHODS
+from ..sets.library import Library
+from ..sets.loader import SetLoader, config_from_manifest
+from .evaluate import evaluate_cases, parse_regions
 
 
 def add_compare_parser(sub) -> None:
@@ -87,7 +87,7 @@ def compare_method(method: str, passthrough: list[str], args: argparse.Namespace
         per_case.update(evaluate_cases(segmenter, [c for c in dataset.cases if c.name in val_names], labels,
                                        regions))
         runs.append(done[0])
-    from .models import build_model
+    from ..models import build_model
 
     counts = build_model(**config_from_manifest(manifest).to_dict()).parameter_counts()
     return {"method": method, "tuned": counts["tuned"], "inserted": counts["inserted"],

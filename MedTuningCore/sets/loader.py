@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from ..models import MedTuningModel
+from ..models.network import assemble_model, backbone_state, model_config, prepare_backbone
 from .adapter_set import AdapterSet, AdapterSetError
-from .backbone_store import BackboneError, how_to_get
+from .backbones import BackboneError, how_to_get
 from .library import Library
-from .models import MedTuningModel
-from .models.segmenter import assemble_model, backbone_state, model_config, prepare_backbone
 
 
 def config_from_manifest(manifest: dict[str, Any]):

@@ -22,20 +22,20 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .adapter_set import DEFAULT_COLORS, AdapterSet
-from .errors import InputError
-from .image_io import load_case
-from .inference import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
-from .models import MedTuningModel, build_model
-from .postprocessing import PostProcessing, postprocess
-from .preprocessing import (
+from ..data.preprocessing import (
     CaseGeometry,
     Preprocessing,
     preprocess,
     restore_probabilities,
     to_input_grid,
 )
-from .set_loader import SetLoader
+from ..errors import InputError
+from ..io.images import load_case
+from ..models import MedTuningModel, build_model
+from ..sets.adapter_set import DEFAULT_COLORS, AdapterSet
+from ..sets.loader import SetLoader
+from .postprocessing import PostProcessing, postprocess
+from .sliding_window import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
 
 
 @dataclass

@@ -22,17 +22,17 @@ class Command(NamedTuple):
 # POSIX-only import): `medtuning --help` names the commands from this table alone, and a command's
 # module is imported only when that command is given. In the order of `medtuning --help`.
 COMMANDS: dict[str, Command] = {
-    "model-info": Command(".cli", "_add_model_info_parser", "parameter counts of a model configuration"),
-    "segment": Command(".cli", "_add_segment_parser", "segment volumes with an adapter set"),
-    "sets": Command(".library_commands", "add_library_parsers", "the local library of adapter sets"),
-    "backbones": Command(".library_commands", "add_library_parsers", "cached backbone weights"),
-    "doctor": Command(".library_commands", "add_library_parsers", "versions, devices, library, and what is missing"),
-    "finetune": Command(".finetune_command", "add_finetune_parser", "train an adapter set on annotated cases"),
-    "evaluate": Command(".evaluate_command", "add_evaluate_parser",
+    "model-info": Command(".app", "_add_model_info_parser", "parameter counts of a model configuration"),
+    "segment": Command(".app", "_add_segment_parser", "segment volumes with an adapter set"),
+    "sets": Command(".library", "add_library_parsers", "the local library of adapter sets"),
+    "backbones": Command(".library", "add_library_parsers", "cached backbone weights"),
+    "doctor": Command(".library", "add_library_parsers", "versions, devices, library, and what is missing"),
+    "finetune": Command(".finetune", "add_finetune_parser", "train an adapter set on annotated cases"),
+    "evaluate": Command(".evaluate", "add_evaluate_parser",
                         "Dice, HD95, surface Dice and volumes of a set on annotated cases"),
-    "compare": Command(".compare_command", "add_compare_parser",
+    "compare": Command(".compare", "add_compare_parser",
                        "fine-tune several tuning methods on one split and tabulate them"),
-    "demo": Command(".demo_command", "add_demo_parser",
+    "demo": Command(".demo", "add_demo_parser",
                     "segment the MNI152 T1 template with the shipped brain-tissue set (offline)"),
 }
 
@@ -42,7 +42,7 @@ class CommandError(Exception):
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from .models import DECODERS, TUNING_METHODS
+    from ..models import DECODERS, TUNING_METHODS
 
     parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm vit_* or swin_* model name")
     parser.add_argument("--decoder", default="upernet", choices=list(DECODERS))
@@ -54,7 +54,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from .models import build_model
+    from ..models import build_model
 
     try:
         model = build_model(
@@ -80,7 +80,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .segment_command import run_segment
+    from .segment import run_segment
 
     return run_segment(args)
 
@@ -126,7 +126,7 @@ def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser
     """The `medtuning` parser. The commands named in `full` (default: all) get their whole parser,
     which imports their module; the others only their name and help line, enough for
     `medtuning --help` and for finding which command was given."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="medtuning", description=__doc__)
     parser.add_argument("--version", action="version", version=f"medtuning {__version__}")
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command), then that command's whole parser.
     command = build_parser(full=()).parse_known_args(argv)[0].command
     args = build_parser(full={command}).parse_args(argv)
-    from .errors import MedTuningError
+    from ..errors import MedTuningError
 
     try:
         return args.func(args)

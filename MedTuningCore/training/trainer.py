@@ -32,15 +32,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .adapter_set import tuned_state
+from ..data.datasets import PreparedCase
+from ..data.sampling import SamplingOptions, training_batch
+from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
+from ..io.images import write_json
+from ..io.tensor_files import read_tensor_file, write_tensor_file
+from ..models import MedTuningModel
+from ..sets.adapter_set import tuned_state
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from .datasets import PreparedCase
-from .image_io import write_json
-from .inference import InferenceOptions, SlidingWindowPredictor, resolve_device
 from .losses import segmentation_loss
-from .models import MedTuningModel
-from .sampling import SamplingOptions, training_batch
-from .tensor_file import read_tensor_file, write_tensor_file
 
 Progress = Callable[[dict[str, Any]], None]
 

@@ -8,10 +8,10 @@ import platform
 import sys
 from pathlib import Path
 
-from .adapter_set import AdapterSet, AdapterSetError
-from .backbone_store import BackboneError, how_to_get
-from .library import ENV_VAR, Library
-from .shipped_sets import shipped_set_files
+from ..sets.adapter_set import AdapterSet, AdapterSetError
+from ..sets.backbones import BackboneError, how_to_get
+from ..sets.library import ENV_VAR, Library
+from ..sets.shipped import shipped_set_files
 
 
 def _library(args: argparse.Namespace) -> Library:
@@ -151,7 +151,8 @@ def cmd_doctor(args) -> int:
     import timm
     import torch
 
-    from . import __version__, img_focus
+    from .. import __version__
+    from ..sets import offline_dinov2 as img_focus
 
     library = _library(args)
     print(f"medtuning {__version__}, Python {platform.python_version()} ({sys.executable})")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 NORMALISATIONS = ("zscore", "percentile", "ct", "none")
 

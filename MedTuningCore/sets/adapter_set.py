@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import MedTuningError
-from .models.inserted import Inserted
-from .tensor_file import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from ..errors import MedTuningError
+from ..io.tensor_files import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from ..models.inserted import Inserted
 from .terminology import TerminologyError, validate_terminology
 
 FORMAT = "medtuning-adapter-set"
@@ -173,12 +173,12 @@ def make_manifest(
     label_values: list[int] | None = None,
 ) -> dict[str, Any]:
     """A complete manifest for `model` (a MedTuningModel) with sensible defaults.
-    `terminology` gives each label's category and type codes (see `MedTuningCore.terminology`)."""
+    `terminology` gives each label's category and type codes (see `MedTuningCore.sets.terminology`)."""
     import platform
 
     import timm
 
-    from . import __version__
+    from .. import __version__
 
     label_entries = []
     for i, label in enumerate(labels):

@@ -6,7 +6,7 @@ Windows); `--library DIR` overrides both. Every write holds an exclusive lock on
 `.lock` and ends with an atomic rename, so two processes never corrupt the library and a
 failed install leaves it as it was.
 
-Shipped sets (shipped_sets.py) are installed on first use. Removing one records that the user
+Shipped sets (shipped.py) are installed on first use. Removing one records that the user
 declined it, in `declined-shipped-sets.json` in the library root, so that it is not installed
 again behind their back; `restore_shipped(name)` (`medtuning sets restore NAME`) or installing
 its file again clears the record.
@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..io.images import write_json
 from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set
-from .backbone_store import BackboneStore
-from .image_io import write_json
-from .shipped_sets import shipped_set_file, shipped_set_files, shipped_sets_dir
+from .backbones import BackboneStore
+from .shipped import shipped_set_file, shipped_set_files, shipped_sets_dir
 
 ENV_VAR = "MEDTUNING_HOME"
 DECLINED_FILE = "declined-shipped-sets.json"

@@ -1,0 +1,1 @@
+"""Training and inference data: datasets, preprocessing and its inverse, patch sampling, augmentation."""

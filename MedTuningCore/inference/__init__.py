@@ -1,0 +1,1 @@
+"""Segmentation: sliding-window prediction, the Segmenter, post-processing, merging sets."""

@@ -1,0 +1,1 @@
+"""Reading and writing files: volumes, Slicer segmentations, tensor files; all writes atomic."""
