@@ -54,7 +54,8 @@ def run_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     library = Library(option(passthrough, "--library"))
-    dataset = load_dataset(option(passthrough, "--data"))
+    # as finetune reads it: dataset.json's labels unless --labels replaces them
+    dataset = load_dataset(option(passthrough, "--data"), read_labels=option(passthrough, "--labels") is None)
     rows = [compare_method(method, passthrough, args, out, library, dataset) for method in methods]
     write_json(out / "compare.json", rows)
     print(markdown_table(rows))

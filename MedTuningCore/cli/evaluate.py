@@ -57,7 +57,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     manifest = segmenter.adapter_set.manifest
     labels = {label["name"]: label["value"] for label in manifest["task"]["labels"]}
     regions = parse_regions(args.regions, list(labels.values()))
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, read_labels=False)  # the labels come from the set(s)
     cases = [c for c in dataset.cases if not args.cases or c.name in args.cases.split(",")]
     if not cases:
         raise InputError(f"{args.data}: no cases to evaluate")

@@ -162,7 +162,7 @@ def finetune(args: argparse.Namespace) -> FinetuneOutcome | None:
     if not output.parent.is_dir():
         raise InputError(f"{output}: the directory {output.parent} does not exist")
     library = Library(args.library)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, read_labels=not args.labels)  # --labels replaces dataset.json's
     start_set = library.get(args.from_set) if args.from_set else None
 
     labels = LabelSpec.parse(args.labels) if args.labels else dataset.labels

@@ -87,27 +87,40 @@ class Dataset:
     description: str = ""
 
 
-def _msd_labels(labels: dict) -> LabelSpec | None:
+def nnunet_label_value(source: Path, name: str, value: int | list) -> int:
+    """The value of one nnU-Net v2 label entry. A list of several values is a region (nnU-Net's
+    region-based training, e.g. "whole tumor": [1, 2, 3]): refused, since one value taken from
+    it would silently train on a different structure than the one named."""
+    values = value if isinstance(value, list) else [value]
+    if len(values) != 1:
+        raise DatasetError(
+            f"{source}: label {name!r} is a region of the values {values}; region-based training is not "
+            f"supported yet: train on the plain labels, or list them with --labels VALUE:NAME")
+    return int(values[0])
+
+
+def dataset_json_labels(source: Path, labels: dict) -> LabelSpec | None:
+    """The labels of an MSD ({"value": "name"}) or nnU-Net v2 ({"name": value}) dataset.json."""
     pairs = []
     for key, value in labels.items():
         if isinstance(value, int | list):  # nnU-Net v2: {"name": value}
-            value = value if isinstance(value, int) else value[0]
-            pairs.append((int(value), key))
+            pairs.append((nnunet_label_value(source, key, value), key))
         else:  # MSD: {"value": "name"}
             pairs.append((int(key), str(value)))
     pairs = sorted(p for p in pairs if p[0] != 0)
     return LabelSpec([v for v, _ in pairs], [n for _, n in pairs]) if pairs else None
 
 
-def load_folder(root: Path) -> Dataset:
-    """A Medical Segmentation Decathlon or nnU-Net v2 folder with dataset.json."""
+def load_folder(root: Path, read_labels: bool = True) -> Dataset:
+    """A Medical Segmentation Decathlon or nnU-Net v2 folder with dataset.json. With
+    `read_labels` False its label list is not interpreted (the caller names the labels)."""
     try:
         meta = json.loads((root / "dataset.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DatasetError(f"{root / 'dataset.json'}: cannot read ({error})") from None
     channels = meta.get("channel_names") or meta.get("modality") or {}
     names = [channels[k] for k in sorted(channels, key=int)]
-    labels = _msd_labels(meta.get("labels", {}))
+    labels = dataset_json_labels(root / "dataset.json", meta.get("labels", {})) if read_labels else None
     cases = []
     if isinstance(meta.get("training"), list):  # MSD: one 4D file or per-channel list per case
         for entry in meta["training"]:
@@ -143,13 +156,16 @@ def load_csv(path: Path) -> Dataset:
     return Dataset(cases, header[:-1], None, f"CSV {path.name}")
 
 
-def load_dataset(source: str | os.PathLike | Sequence[tuple[Sequence[sitk.Image], sitk.Image]]) -> Dataset:
+def load_dataset(source: str | os.PathLike | Sequence[tuple[Sequence[sitk.Image], sitk.Image]],
+                 read_labels: bool = True) -> Dataset:
+    """A dataset folder, a CSV list or in-memory (images, label) pairs. `read_labels` False
+    leaves a dataset.json's label list alone, for callers that are given the labels."""
     if isinstance(source, list | tuple):
         return Dataset([Case(f"case{i:03d}", list(images), label) for i, (images, label) in enumerate(source)],
                        description="in-memory cases")
     path = Path(source)
     if path.is_dir() and (path / "dataset.json").is_file():
-        return load_folder(path)
+        return load_folder(path, read_labels)
     if path.suffix.lower() == ".csv" and path.is_file():
         return load_csv(path)
     raise DatasetError(f"{path}: not a dataset (a folder with dataset.json, or a .csv of channel and label files)")

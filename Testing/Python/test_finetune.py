@@ -217,6 +217,48 @@ def test_dataset_problems_are_all_reported_before_training(tmp_path, capsys):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def nnunet_folder(root, labels: dict):
+    """A two-case nnU-Net v2 folder (imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz) with these labels."""
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    for case in ("case0", "case1"):
+        label = sitk.Image(8, 8, 4, sitk.sitkUInt8)
+        label[2, 2, 2] = 1
+        sitk.WriteImage(sitk.Cast(label, sitk.sitkFloat32), str(root / "imagesTr" / f"{case}_0000.nii.gz"))
+        sitk.WriteImage(label, str(root / "labelsTr" / f"{case}.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR"}, "labels": labels, "numTraining": 2, "file_ending": ".nii.gz"}))
+    return root
+
+
+REGION_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+
+
+def test_nnunet_region_labels_are_refused_not_truncated(tmp_path):
+    from MedTuningCore.data.datasets import DatasetError, load_dataset
+
+    folder = nnunet_folder(tmp_path / "regions", REGION_LABELS)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(folder)
+    message = str(error.value)
+    assert "dataset.json" in message and "'whole tumor'" in message and "[1, 2, 3]" in message
+    assert "not supported" in message and "--labels VALUE:NAME" in message and "\n" not in message
+    # a one-value list is a plain label, and labels given by the caller leave dataset.json's alone
+    plain = load_dataset(nnunet_folder(tmp_path / "plain", {"background": 0, "edema": [2], "enhancing": 4}))
+    assert (plain.labels.values, plain.labels.names) == ([2, 4], ["edema", "enhancing"])
+    assert load_dataset(folder, read_labels=False).labels is None
+
+
+def test_finetune_refuses_region_labels_in_one_line(tmp_path, run_cli):
+    folder = nnunet_folder(tmp_path / "regions", REGION_LABELS)
+    result = run_cli("finetune", "--data", str(folder), "--backbone", "vit_tiny_patch16_224",
+                     "--library", str(tmp_path / "lib"), "-o", str(tmp_path / "x.safetensors"), "--progress", "none")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("medtuning: error: ") and "'whole tumor' is a region" in lines[0]
+
+
 def test_two_process_distributed_training_on_gloo(tiny_setup, tmp_path):
     library, data = tiny_setup
     out = tmp_path / "ddp.safetensors"
