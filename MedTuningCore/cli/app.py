@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class Command(NamedTuple):
@@ -37,10 +38,6 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one clear line, exit code 2."""
-
-
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models import DECODERS, TUNING_METHODS
 
@@ -54,6 +51,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
     from ..models import build_model
 
     try:
@@ -62,7 +60,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
             in_channels=args.in_channels, num_classes=args.classes, img_size=args.img_size,
         )
     except ValueError as error:
-        raise CommandError(str(error)) from error
+        raise UsageError(str(error)) from None
     counts = model.parameter_counts()
     if args.json:
         print(json.dumps(counts))
@@ -151,11 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(full={command}).parse_args(argv)
     from ..errors import MedTuningError
 
+    # The one error boundary: a user's mistake is one line and exit 2; Ctrl-C is exit 130.
     try:
         return args.func(args)
-    except (CommandError, MedTuningError) as error:
+    except MedTuningError as error:
         print(f"medtuning: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medtuning: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

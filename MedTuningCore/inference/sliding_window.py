@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, MedTuningError
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 BLENDS = ("gaussian", "linear")
@@ -152,7 +152,7 @@ class SlidingWindowPredictor:
             except WindowTooLarge:
                 smaller = self.smaller_window(depth, tile)
                 if smaller is None:
-                    raise RuntimeError("out of GPU memory even with the smallest windows; use --device cpu") from None
+                    raise MedTuningError("out of GPU memory even with the smallest windows; use --device cpu") from None
                 depth, tile = smaller
                 notify(progress, {"event": "warning", "message":
                                   f"out of GPU memory: retrying with {depth}-slice slabs of {tile} px tiles"})

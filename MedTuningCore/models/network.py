@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .backbones import PAPER_SWIN_UNET_CONFIG, SliceBackbone, backbone_family, create_backbone
 from .decoders import create_decoder
 from .med_adapter import DEFAULT_REFERENCE_DEPTH
@@ -153,7 +154,7 @@ def prepare_backbone(config: ModelConfig, pretrained: str | None = None,
     """The plain backbone (no tuning inserted yet) with its weights."""
     net = create_backbone(config.backbone, config.img_size, config.in_channels, **config.backbone_kwargs)
     if config.img_size % net.size_multiple:
-        raise ValueError(
+        raise ModelConfigError(
             f"slice size {config.img_size} is not a multiple of {net.size_multiple} for {config.backbone}; "
             f"use e.g. {default_slice_size(net.size_multiple, config.img_size)}"
         )

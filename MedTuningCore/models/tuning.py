@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import ModelConfigError
 from .backbones import SliceBackbone, SwinBackbone
 from .baselines import (
     AdaptMLP,
@@ -75,7 +76,7 @@ def insert_prompts(backbone: SliceBackbone, deep: bool) -> None:
 def apply_tuning(backbone: SliceBackbone, method: str, alpha: int = 6, reference_depth: int = 128) -> None:
     """Insert the modules of `method` into `backbone` (in place)."""
     if method not in TUNING_METHODS:
-        raise ValueError(f"unknown tuning method {method!r}; choose one of: {', '.join(TUNING_METHODS)}")
+        raise ModelConfigError(f"unknown tuning method {method!r}; choose one of: {', '.join(TUNING_METHODS)}")
     if method == "med_adapter":
         insert_med_adapters(backbone, alpha, reference_depth)
     elif method == "st_adapter":

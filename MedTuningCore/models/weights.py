@@ -16,12 +16,13 @@ import timm
 import torch
 from torch import nn
 
+from ..errors import MedTuningError
 from .backbones import SliceBackbone, SwinBackbone, ViTBackbone
 
 SAFE_SUFFIXES = (".safetensors", ".npz")
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(MedTuningError):
     """Pretrained weights could not be found, read, or matched to the backbone."""
 
 

@@ -6,6 +6,7 @@ import timm
 import torch
 from torch import nn
 
+from ...errors import ModelConfigError
 from .base import BackboneFeatures, BlockInfo, SliceBackbone
 
 
@@ -35,7 +36,7 @@ class ViTBackbone(SliceBackbone):
         )
         depth = len(self.vit.blocks)
         if depth % 4:
-            raise ValueError(f"{name} has {depth} blocks; Med-Tuning splits a ViT into 4 equal stages")
+            raise ModelConfigError(f"{name} has {depth} blocks; Med-Tuning splits a ViT into 4 equal stages")
         per_stage = depth // 4
         dim = self.vit.embed_dim
         self._info = [BlockInfo(dim, i // per_stage, (i + 1) % per_stage == 0) for i in range(depth)]

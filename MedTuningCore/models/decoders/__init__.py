@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ...errors import ModelConfigError
 from ..backbones import SliceBackbone
 from .setr import SETRMLADecoder, SETRNaiveDecoder, SETRPUPDecoder
 from .swin_unet import SwinUNetDecoder
@@ -22,7 +23,7 @@ DECODERS: dict[str, type[nn.Module]] = {
 
 def create_decoder(name: str, backbone: SliceBackbone, num_classes: int) -> nn.Module:
     if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r}; choose one of: {', '.join(DECODERS)}")
+        raise ModelConfigError(f"unknown decoder {name!r}; choose one of: {', '.join(DECODERS)}")
     return DECODERS[name](backbone, num_classes)
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
+from ...errors import ModelConfigError
 from ..backbones import BackboneFeatures, SliceBackbone, SwinBackbone
 
 
@@ -42,7 +43,7 @@ class SwinUNetDecoder(nn.Module):
     def __init__(self, backbone: SliceBackbone, num_classes: int) -> None:
         super().__init__()
         if not isinstance(backbone, SwinBackbone):
-            raise ValueError("the swin_unet decoder needs a Swin backbone (e.g. swin_tiny_patch4_window7_224)")
+            raise ModelConfigError("the swin_unet decoder needs a Swin backbone (e.g. swin_tiny_patch4_window7_224)")
         dims = backbone.feature_channels
         grid = backbone.img_size // backbone.patch_size
         self.bottleneck_expand = PatchExpand(dims[-1])
