@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EventCallback = Callable[[dict[str, Any]], None]
+from .progress import ProgressCallback as EventCallback  # the child's progress events
+
 LogCallback = Callable[[str], None]
 
 # The exit code of a child that stopped early on request (finetune_command.EXIT_CANCELLED; 128 +

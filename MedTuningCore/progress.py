@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
+
+ProgressEvent = dict[str, Any]
+"""One event, as JSON for programs: {"event": "progress", "stage": ..., "fraction": 0..1 of the
+whole job, ...}, {"event": "epoch", "epoch": ..., "loss": ..., "val_dice": {...}}, {"event":
+"warning" | "error", "message": ...} or the command's final {"event": "done", ...}."""
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def notify(progress: ProgressCallback | None, event: ProgressEvent) -> None:
+    """Send `event` to `progress` when there is one (the library's calls all take None)."""
+    if progress is not None:
+        progress(event)
 
 
 class ProgressPrinter:
@@ -15,7 +28,7 @@ class ProgressPrinter:
         self.mode = "bar" if mode == "auto" and self.stream.isatty() else mode
         self.case = case
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         if self.case is not None:
             event = {**event, "case": self.case}
         if self.mode == "json":

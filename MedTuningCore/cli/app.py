@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Collection, Sequence
 from typing import NamedTuple
@@ -38,8 +39,33 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Commands that run a network; they take --threads.
+THREADED_COMMANDS = ("segment", "finetune", "evaluate", "compare", "demo")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch (default: all cores; $OMP_NUM_THREADS when it is set)")
+
+
+def use_cpu_threads(count: int | None) -> None:
+    """Set PyTorch's CPU thread count, which is process-wide: only the command line does this, a
+    program using the library keeps its own setting. The default, all cores, is what segmenting
+    and training were measured with; an OMP_NUM_THREADS the user set wins over it."""
+    from ..errors import InputError
+
+    if count is not None and count < 1:
+        raise InputError(f"--threads {count}: give at least 1")
+    if count is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # PyTorch read it at start-up
+    import torch
+
+    torch.set_num_threads(count or os.cpu_count() or 1)
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models import DECODERS, TUNING_METHODS
+    from ..models.network import DEFAULT_SLICE_SIZE
 
     parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm vit_* or swin_* model name")
     parser.add_argument("--decoder", default="upernet", choices=list(DECODERS))
@@ -47,7 +73,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=int, default=6, help="Med-Adapter bottleneck reduction ratio")
     parser.add_argument("--in-channels", type=int, default=4)
     parser.add_argument("--classes", type=int, default=4, help="output classes, background included")
-    parser.add_argument("--img-size", type=int, default=None, help="in-plane slice size (default 128 px)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help=f"in-plane slice size (default {DEFAULT_SLICE_SIZE} px)")
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -138,6 +165,9 @@ def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser
             getattr(importlib.import_module(command.module, __package__), command.adder)(sub)
         else:  # no -h of its own: `medtuning NAME --help` is left to NAME's whole parser
             sub.add_parser(name, help=command.help, add_help=False)
+    for name in THREADED_COMMANDS:
+        if full is None or name in full:
+            add_threads_argument(sub.choices[name])
     return parser
 
 
@@ -151,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The one error boundary: a user's mistake is one line and exit 2; Ctrl-C is exit 130.
     try:
+        if args.command in THREADED_COMMANDS:
+            use_cpu_threads(args.threads)
         return args.func(args)
     except MedTuningError as error:
         print(f"medtuning: error: {error}", file=sys.stderr)

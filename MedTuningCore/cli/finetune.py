@@ -21,6 +21,7 @@ from ..data.datasets import DatasetError, LabelSpec, load_dataset, prepare, vali
 from ..data.preprocessing import ChannelNormalization, Preprocessing
 from ..errors import InputError
 from ..io.images import write_json
+from ..models.med_adapter import DEFAULT_REFERENCE_DEPTH
 from ..models.network import assemble_model, model_config, prepare_backbone
 from ..progress import ProgressPrinter
 from ..sets.adapter_set import make_manifest, save_adapter_set
@@ -264,7 +265,7 @@ def build_training_model(args, library: Library, start_set, labels: LabelSpec, i
     except Exception as error:
         raise InputError(str(error)) from None
     config = model_config(args.backbone, args.decoder, args.tuning, in_channels, labels.num_classes, args.alpha,
-                          args.slice_size, 128, None)
+                          args.slice_size, DEFAULT_REFERENCE_DEPTH, None)
     model = assemble_model(config, prepare_backbone(config, str(record.path)), pretrained_encoder=True)
     return model, record.sha256, preprocessing_from(args, in_channels)
 

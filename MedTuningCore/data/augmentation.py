@@ -1,8 +1,10 @@
-"""Strong augmentation: random spatial and intensity transforms for small training sets.
+"""Augmentation of training patches: the paper's, and a strong one for small training sets.
 
-The paper's augmentation (flips, a small per-channel scale and shift) is enough for a
-dataset of hundreds of cases. A set trained on a handful of images, or on one template,
-needs more so that it does not memorise them. The transforms and their probabilities follow
+"paper" follows the Med-Tuning appendix (A.1): flips along each of the three axes with
+p = 0.5, and per channel an intensity scale from U(0.9, 1.1) and shift from U(-0.1, 0.1).
+That is enough for a dataset of hundreds of cases. A set trained on a handful of images, or
+on one template, needs more so that it does not memorise them: "strong" adds random
+spatial and intensity transforms. The transforms and their probabilities follow
 the ones nnU-Net uses by default (Isensee et al. 2021, Nature Methods, supplementary
 note 4): rotation and scaling, Gaussian noise and blur, brightness, contrast, simulated low
 resolution and gamma; we add a smooth multiplicative bias field, as MRI has (as in
@@ -27,6 +29,46 @@ CONTEXT = 0.125
 def context_margin(patch: tuple[int, int, int]) -> tuple[int, int, int]:
     """Voxels of context on each side (the same on both, so the patch stays centred on a voxel)."""
     return tuple(int(math.ceil(CONTEXT * p)) for p in patch)  # type: ignore[return-value]
+
+
+def context_for(name: str, patch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Context a patch needs on each side for augmentation `name`: only the strong spatial
+    transform samples beyond the patch."""
+    return context_margin(patch) if name == "strong" else (0, 0, 0)
+
+
+def augment(name: str, x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int],
+            spacing_zyx: tuple[float, float, float], rng: np.random.Generator, flips: bool = True,
+            scale_shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Augmentation `name` of a patch x [C, D, H, W], y [D, H, W] (with its context for "strong")."""
+    if name == "strong":
+        return strong_augmentation(x, y, patch, spacing_zyx, rng, flips, scale_shift)
+    return paper_augmentation(x, y, rng, flips, scale_shift)
+
+
+def paper_augmentation(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, flips: bool = True,
+                       scale_shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's: random flips of the three axes, then a per-channel scale and shift."""
+    if flips:
+        for axis in range(3):
+            if rng.random() < 0.5:
+                x, y = np.flip(x, axis=axis + 1), np.flip(y, axis=axis)
+    if scale_shift:
+        channels = x.shape[0]
+        scale = rng.uniform(0.9, 1.1, size=(channels, 1, 1, 1)).astype(np.float32)
+        shift = rng.uniform(-0.1, 0.1, size=(channels, 1, 1, 1)).astype(np.float32)
+        x = x * scale + shift
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+def strong_augmentation(x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int],
+                        spacing_zyx: tuple[float, float, float], rng: np.random.Generator, flips: bool = True,
+                        scale_shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Spatial transform of a context crop down to `patch`, the paper's augmentation, then the
+    intensity transforms (in this order, which seeded runs depend on)."""
+    x, y = spatial(x, y, patch, spacing_zyx, rng)
+    x, y = paper_augmentation(x, y, rng, flips, scale_shift)
+    return intensity(x, rng), y
 
 
 def rotation(angles: np.ndarray) -> np.ndarray:

@@ -1,10 +1,8 @@
-"""Random training patches and the paper's augmentation, all on the fly and seeded.
+"""Random training patches, drawn on the fly and seeded; `augmentation.py` then augments them.
 
 Patches are D x H x W crops; a share of them is centred on a foreground voxel of a randomly
-chosen class, so that small structures are seen (as nnU-Net does). Augmentation follows the
-Med-Tuning appendix (A.1): flips along each of the three axes with p = 0.5, and per channel
-an intensity scale from U(0.9, 1.1) and shift from U(-0.1, 0.1). `augmentation="strong"`
-adds the spatial and intensity transforms of `augmentation.py` for very small datasets.
+chosen class, so that small structures are seen (as nnU-Net does). A patch for the "strong"
+augmentation comes with the context its spatial transform samples from.
 """
 
 from __future__ import annotations
@@ -30,8 +28,10 @@ class SamplingOptions:
             raise ValueError(f"augmentation must be one of {augmentation.AUGMENTATIONS}, not {self.augmentation!r}")
 
 
-def pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Zero-pad the last three axes up to `shape` (zero is background after normalisation)."""
+def pad_to_at_least(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad the last three axes at their end up to `shape` where they are smaller (never
+    crops), so that a volume thinner than the patch still yields patches; zero is background
+    after normalisation."""
     pads = [(0, 0)] * (array.ndim - 3) + [(0, max(0, s - n)) for s, n in zip(shape, array.shape[-3:])]
     return np.pad(array, pads) if any(p[1] for p in pads) else array
 
@@ -41,8 +41,8 @@ def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Ge
     """A training patch, foreground-centred with probability `foreground_fraction`, plus
     `margin` voxels of context on every side (zero-padded beyond the volume): the patch is
     chosen first, so context never changes which voxels patches reach."""
-    volume = pad_to(case.volume, options.patch)
-    label = pad_to(case.label, options.patch)
+    volume = pad_to_at_least(case.volume, options.patch)
+    label = pad_to_at_least(case.label, options.patch)
     size = np.array(label.shape)
     patch = np.array(options.patch)
     present = [c for c in np.unique(label) if c != 0]
@@ -61,32 +61,15 @@ def random_patch(case: PreparedCase, options: SamplingOptions, rng: np.random.Ge
     return volume[(slice(None), *box)].copy(), label[box].copy()
 
 
-def augment(x: np.ndarray, y: np.ndarray, options: SamplingOptions, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    if options.flips:
-        for axis in range(3):
-            if rng.random() < 0.5:
-                x, y = np.flip(x, axis=axis + 1), np.flip(y, axis=axis)
-    if options.intensity:
-        channels = x.shape[0]
-        scale = rng.uniform(0.9, 1.1, size=(channels, 1, 1, 1)).astype(np.float32)
-        shift = rng.uniform(-0.1, 0.1, size=(channels, 1, 1, 1)).astype(np.float32)
-        x = x * scale + shift
-    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
-
-
 def training_batch(cases: list[PreparedCase], batch_size: int, options: SamplingOptions,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """[B, C, D, H, W] float32 images and [B, D, H, W] int64 class indices."""
     xs, ys = [], []
     for _ in range(batch_size):
         case = cases[rng.integers(len(cases))]
-        if options.augmentation == "strong":
-            x, y = random_patch(case, options, rng, augmentation.context_margin(options.patch))
-            x, y = augment(*augmentation.spatial(x, y, options.patch, case.spacing[::-1], rng), options, rng)
-            x = augmentation.intensity(x, rng)
-        else:
-            x, y = augment(*random_patch(case, options, rng), options, rng)
+        x, y = random_patch(case, options, rng, augmentation.context_for(options.augmentation, options.patch))
+        x, y = augmentation.augment(options.augmentation, x, y, options.patch, case.spacing[::-1], rng,
+                                    flips=options.flips, scale_shift=options.intensity)
         xs.append(x)
         ys.append(y)
     return np.stack(xs), np.stack(ys).astype(np.int64)

@@ -54,6 +54,17 @@ def image_diagonal_mm(shape: Sequence[int], spacing_zyx: Sequence[float]) -> flo
     return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing_zyx))))  # BraTS: 373.13 mm
 
 
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty (the BraTS convention above)."""
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(pred, ref).sum()) / total
+
+
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: int) -> list[float]:
+    """Dice of each foreground class 1..classes-1 between two class-index maps."""
+    return [dice(pred == c, ref == c) for c in range(1, classes)]
+
+
 def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float], tolerance_mm: float = 1.0
                  ) -> dict[str, float]:
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
@@ -63,11 +74,10 @@ def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]
         return {**out, "dice": 1.0, "hd95": 0.0, "surface_dice": 1.0}
     if vp == 0 or vr == 0:
         return {**out, "dice": 0.0, "hd95": image_diagonal_mm(pred.shape, spacing_zyx), "surface_dice": 0.0}
-    dice = 2.0 * float(np.logical_and(pred, ref).sum()) / (vp + vr)
     d_pr, d_rp = directed_surface_distances(pred, ref, spacing_zyx)
     hd95 = max(float(np.percentile(d_pr, 95)), float(np.percentile(d_rp, 95)))
     surface_dice = float(((d_pr <= tolerance_mm).sum() + (d_rp <= tolerance_mm).sum()) / (d_pr.size + d_rp.size))
-    return {**out, "dice": dice, "hd95": hd95, "surface_dice": surface_dice}
+    return {**out, "dice": dice(pred, ref), "hd95": hd95, "surface_dice": surface_dice}
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float], labels: Mapping[str, int],

@@ -67,7 +67,9 @@ def views(volume: np.ndarray, k: float) -> list[np.ndarray]:
     return [volume[z], volume[:, y, :][::-1], volume[:, :, x][::-1]]
 
 
-def pad_to(panel: np.ndarray, height: int, width: int) -> np.ndarray:
+def centre_on_canvas(panel: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An RGB panel centred on a black height x width canvas, so that panels of the three
+    views (of different sizes) line up in the montage's grid."""
     out = np.zeros((height, width, 3), np.uint8)
     h, w = panel.shape[:2]
     top, left = (height - h) // 2, (width - w) // 2
@@ -86,5 +88,6 @@ def write_montage(path: Path, image: sitk.Image, labels: sitk.Image, fractions=(
         rows.append(panels)
     height = max(p.shape[0] for r in rows for p in r)
     width = max(p.shape[1] for r in rows for p in r)
-    grid = np.concatenate([np.concatenate([pad_to(p, height, width) for p in r], axis=1) for r in rows], axis=0)
+    grid = np.concatenate([np.concatenate([centre_on_canvas(p, height, width) for p in r], axis=1) for r in rows],
+                          axis=0)
     write_png(Path(path), grid)

@@ -32,10 +32,11 @@ from ..data.preprocessing import (
 from ..errors import InputError
 from ..io.images import load_case
 from ..models import MedTuningModel, build_model
+from ..progress import ProgressCallback, notify
 from ..sets.adapter_set import DEFAULT_COLORS, AdapterSet
 from ..sets.loader import SetLoader
 from .postprocessing import PostProcessing, postprocess
-from .sliding_window import InferenceOptions, ProgressCallback, SlidingWindowPredictor, notify
+from .sliding_window import InferenceOptions, SlidingWindowPredictor
 
 
 @dataclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, MedTuningError
+from ..progress import ProgressCallback, notify
 
-ProgressCallback = Callable[[dict[str, Any]], None]
 BLENDS = ("gaussian", "linear")
 
 
@@ -124,8 +122,6 @@ class SlidingWindowPredictor:
         self.window_depth = options.window_depth or window_depth
         self.batch_size = options.batch_size or (8 if self.device.type == "cuda" else 1)
         self.amp = autocast_dtype(options, self.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
 
     @classmethod
     def for_model(cls, model: nn.Module, options: InferenceOptions) -> SlidingWindowPredictor:
@@ -215,8 +211,3 @@ class SlidingWindowPredictor:
             out = out.flip(axes) if axes else out
             total = out if total is None else total + out
         return total / len(flips)
-
-
-def notify(progress: ProgressCallback | None, event: dict[str, Any]) -> None:
-    if progress is not None:
-        progress(event)

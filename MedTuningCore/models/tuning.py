@@ -34,7 +34,7 @@ from .baselines import (
     STAdapter,
 )
 from .inserted import inserted_parameter_ids
-from .med_adapter import MedAdapter
+from .med_adapter import DEFAULT_REFERENCE_DEPTH, MedAdapter
 
 TUNING_METHODS = (
     "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora", "med_adapter",
@@ -73,7 +73,8 @@ def insert_prompts(backbone: SliceBackbone, deep: bool) -> None:
     backbone.deep_prompts = deep
 
 
-def apply_tuning(backbone: SliceBackbone, method: str, alpha: int = 6, reference_depth: int = 128) -> None:
+def apply_tuning(backbone: SliceBackbone, method: str, alpha: int = 6,
+                 reference_depth: int = DEFAULT_REFERENCE_DEPTH) -> None:
     """Insert the modules of `method` into `backbone` (in place)."""
     if method not in TUNING_METHODS:
         raise ModelConfigError(f"unknown tuning method {method!r}; choose one of: {', '.join(TUNING_METHODS)}")

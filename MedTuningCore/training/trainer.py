@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,15 @@ import torch.distributed as dist
 
 from ..data.datasets import PreparedCase
 from ..data.sampling import SamplingOptions, training_batch
+from ..evaluation.metrics import dice_per_class
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
 from ..io.images import write_json
 from ..io.tensor_files import read_tensor_file, write_tensor_file
 from ..models import MedTuningModel
+from ..progress import ProgressCallback
 from ..sets.adapter_set import tuned_state
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from .losses import segmentation_loss
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -101,15 +100,6 @@ def learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> fl
     return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
 
-def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: int) -> list[float]:
-    out = []
-    for c in range(1, classes):
-        p, r = pred == c, ref == c
-        denominator = p.sum() + r.sum()
-        out.append(1.0 if denominator == 0 else 2.0 * float(np.logical_and(p, r).sum()) / float(denominator))
-    return out
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of the run in MiB: allocated on the GPU, else the process's peak resident set."""
     if device.type == "cuda":
@@ -128,7 +118,7 @@ def process_peak_memory_mb() -> float:
     return max_rss / 2**20 if sys.platform == "darwin" else max_rss / 1024
 
 
-class _ProcessMemoryCounters(ctypes.Structure):
+class ProcessMemoryCounters(ctypes.Structure):
     """PROCESS_MEMORY_COUNTERS (psapi.h); DWORD is 32 bits and SIZE_T pointer-sized on Windows."""
 
     _fields_ = [("cb", ctypes.c_uint32), ("PageFaultCount", ctypes.c_uint32)] + [
@@ -144,8 +134,8 @@ def _windows_peak_working_set() -> float:
     # below must not change these functions for other code in the process (Slicer's, say).
     kernel32, psapi = ctypes.WinDLL("kernel32"), ctypes.WinDLL("psapi")
     kernel32.GetCurrentProcess.restype = ctypes.c_void_p  # a pseudo-handle, pointer-sized
-    psapi.GetProcessMemoryInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ProcessMemoryCounters), ctypes.c_uint32]
-    counters = _ProcessMemoryCounters()
+    psapi.GetProcessMemoryInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(ProcessMemoryCounters), ctypes.c_uint32]
+    counters = ProcessMemoryCounters()
     counters.cb = ctypes.sizeof(counters)
     if not psapi.GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
         return math.nan
@@ -177,7 +167,7 @@ class StopRequest:
 class Trainer:
     def __init__(self, model: MedTuningModel, train: list[PreparedCase], val: list[PreparedCase],
                  config: TrainingConfig, run_dir: str | os.PathLike, label_names: list[str],
-                 progress: Progress | None = None, cancel_file: str | os.PathLike | None = None) -> None:
+                 progress: ProgressCallback | None = None, cancel_file: str | os.PathLike | None = None) -> None:
         self.rank, self.world = distributed()
         self.device = resolve_device(config.device)
         if self.device.type == "cuda" and self.world > 1:

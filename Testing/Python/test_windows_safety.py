@@ -314,7 +314,7 @@ def test_peak_memory_on_windows_is_the_peak_working_set(monkeypatch):
     monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows: importing it raises
     monkeypatch.setattr(ctypes, "WinDLL", win_dll, raising=False)
     assert training.process_peak_memory_mb() == 5.0
-    assert win_dll.calls == [(-1, ctypes.sizeof(training._ProcessMemoryCounters))]
+    assert win_dll.calls == [(-1, ctypes.sizeof(training.ProcessMemoryCounters))]
 
 
 def test_peak_memory_on_windows_is_nan_when_the_call_fails(monkeypatch):
@@ -326,8 +326,8 @@ def test_peak_memory_on_windows_is_nan_when_the_call_fails(monkeypatch):
 def test_process_memory_counters_has_the_win32_layout():
     """PROCESS_MEMORY_COUNTERS: two DWORDs, then eight SIZE_Ts (72 bytes on 64-bit Windows, 40 on 32-bit)."""
     size_t = ctypes.sizeof(ctypes.c_size_t)
-    assert ctypes.sizeof(training._ProcessMemoryCounters) == 8 + 8 * size_t
-    assert training._ProcessMemoryCounters.PeakWorkingSetSize.offset == 8
+    assert ctypes.sizeof(training.ProcessMemoryCounters) == 8 + 8 * size_t
+    assert training.ProcessMemoryCounters.PeakWorkingSetSize.offset == 8
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
