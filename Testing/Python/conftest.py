@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Shared test helpers; in CI a skip for a missing piece fails the run (ci_skips.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ci_skips import IN_CI, pytest_make_collect_report, pytest_runtest_makereport, require  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -37,18 +37,29 @@ def library_with_backbone(root: Path, seed: int = 0) -> Library:
     return library
 
 
-def make_set(library: Library, path: Path, name: str = "demo", tuning: str = "med_adapter", classes: int = 3,
-             channels: int = 1, seed: int = 1, **manifest) -> Path:
+def tuned_model(library: Library, tuning: str = "med_adapter", classes: int = 3, channels: int = 1,
+                seed: int = 1) -> torch.nn.Module:
+    """A small model on the library's backbone whose tuned tensors differ from a fresh model's."""
     record = library.backbones.verify(BACKBONE)
     torch.manual_seed(seed)
     model = build_model(backbone=BACKBONE, decoder="setr_naive", tuning=tuning, in_channels=channels,
                         num_classes=classes, img_size=32, reference_depth=8, pretrained=str(record.path))
-    with torch.no_grad():  # make the tuned tensors differ from a fresh model's
+    with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.01)
-    doc = make_manifest(model, record.sha256, name, [f"ch{i}" for i in range(channels)],
-                        [f"label{i}" for i in range(1, classes)], modality="MR", license="CC-BY-4.0",
-                        **manifest)
+    return model
+
+
+def save_model_as_set(library: Library, model: torch.nn.Module, path: Path, name: str = "demo", **manifest) -> Path:
+    cfg = model.config
+    doc = make_manifest(model, library.backbones.verify(BACKBONE).sha256, name,
+                        [f"ch{i}" for i in range(cfg.in_channels)], [f"label{i}" for i in range(1, cfg.num_classes)],
+                        modality="MR", license="CC-BY-4.0", **manifest)
     save_adapter_set(path, doc, tuned_state(model))
     return path
+
+
+def make_set(library: Library, path: Path, name: str = "demo", tuning: str = "med_adapter", classes: int = 3,
+             channels: int = 1, seed: int = 1, **manifest) -> Path:
+    return save_model_as_set(library, tuned_model(library, tuning, classes, channels, seed), path, name, **manifest)

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 import torch
-from library_helpers import library_with_backbone, make_set
+from library_helpers import library_with_backbone, save_model_as_set, tuned_model
 
 from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
 from MedTuningCore.sets.library import Library
@@ -21,8 +21,15 @@ def library(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def set_file(library, tmp_path_factory):
-    return make_set(library, tmp_path_factory.mktemp("sets") / "demo.safetensors")
+def saved(library, tmp_path_factory):
+    """The model that was saved, and the set file it was saved as."""
+    model = tuned_model(library)
+    return model, save_model_as_set(library, model, tmp_path_factory.mktemp("sets") / "demo.safetensors")
+
+
+@pytest.fixture(scope="module")
+def set_file(saved):
+    return saved[1]
 
 
 def test_save_load_is_bit_exact(set_file, tmp_path):
@@ -44,18 +51,20 @@ def test_set_holds_only_tuned_tensors(set_file):
     assert s.size_bytes() < 5e6
 
 
-def test_the_set_reproduces_the_model(library, set_file):
-    """Loading the set into a fresh model gives back the saved model's outputs exactly."""
+def test_the_set_reproduces_the_model(library, saved):
+    """Loading the set into a fresh model gives back the model that was saved: every tensor
+    (the frozen backbone from the library, the tuned ones from the set) and its outputs, exactly."""
     from MedTuningCore.sets.loader import SetLoader
 
-    s = load_adapter_set(set_file)
-    a = SetLoader(library).model_for(s)
-    b = SetLoader(library).model_for(s)
+    model, set_file = saved
+    loaded = SetLoader(library).model_for(load_adapter_set(set_file))
+    expected, got = model.eval().state_dict(), loaded.eval().state_dict()
+    assert got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k].cpu(), v), k
     x = torch.randn(1, 1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(a(x), b(x))
-    for k, v in s.tensors.items():
-        assert torch.equal(a.state_dict()[k], v), k
+        assert torch.equal(loaded(x), model(x))
 
 
 def flip_byte(data: bytes, index: int) -> bytes:

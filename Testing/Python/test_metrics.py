@@ -14,11 +14,17 @@ def box(shape, lo, hi):
     return m
 
 
-def brute_force_hd95(a, b, spacing):
+def brute_force_surface_distances(a, b, spacing):
+    """Every surface point of a to every one of b, in mm: the nearest for each, both ways."""
     pa = np.argwhere(surface(a)) * np.array(spacing)
     pb = np.argwhere(surface(b)) * np.array(spacing)
     d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
-    return max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
+    return d.min(axis=1), d.min(axis=0)
+
+
+def brute_force_hd95(a, b, spacing):
+    d_ab, d_ba = brute_force_surface_distances(a, b, spacing)
+    return max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))
 
 
 def test_dice_and_volumes_by_hand():
@@ -48,12 +54,28 @@ def test_hd95_matches_an_independent_brute_force_computation(seed):
 
 
 def test_surface_dice_at_a_tolerance():
+    """Two 6-voxel cubes, one shifted by a slice: each has 6^3 - 4^3 = 152 surface voxels. The
+    side-wall rings (6 x 6 - 4 x 4 = 20 voxels) of the 5 shared slices, 100 voxels, lie on the
+    other cube's surface too (distance 0); the other 52 are one voxel from it. At 0.5 mm only
+    the shared ones count: (100 + 100) / (152 + 152); at 1 mm all do."""
     a = box((12, 12, 12), (2, 2, 2), (8, 8, 8))
     b = box((12, 12, 12), (3, 2, 2), (9, 8, 8))
-    d_ab, d_ba = directed_surface_distances(a, b, (1.0, 1.0, 1.0))
-    expected = ((d_ab <= 0.5).sum() + (d_ba <= 0.5).sum()) / (d_ab.size + d_ba.size)
-    assert mask_metrics(a, b, (1.0, 1.0, 1.0), tolerance_mm=0.5)["surface_dice"] == pytest.approx(expected)
+    assert mask_metrics(a, b, (1.0, 1.0, 1.0), tolerance_mm=0.5)["surface_dice"] == pytest.approx(200 / 304)
     assert mask_metrics(a, b, (1.0, 1.0, 1.0), tolerance_mm=1.0)["surface_dice"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_surface_distances_and_surface_dice_match_a_brute_force_computation(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.random((9, 11, 13)) < 0.3
+    b = rng.random((9, 11, 13)) < 0.3
+    spacing, tolerance = (2.5, 0.7, 1.3), 1.9
+    d_ab, d_ba = brute_force_surface_distances(a, b, spacing)
+    fast_ab, fast_ba = directed_surface_distances(a, b, spacing)
+    np.testing.assert_allclose(fast_ab, d_ab, rtol=1e-5)
+    np.testing.assert_allclose(fast_ba, d_ba, rtol=1e-5)
+    expected = ((d_ab <= tolerance).sum() + (d_ba <= tolerance).sum()) / (d_ab.size + d_ba.size)
+    assert mask_metrics(a, b, spacing, tolerance_mm=tolerance)["surface_dice"] == pytest.approx(expected)
 
 
 def test_empty_structures_follow_the_brats_convention():
@@ -79,7 +101,18 @@ def test_brats_regions_and_summary():
     assert out["TC"]["dice"] == pytest.approx(2 * 16 / (24 + 16))
     assert out["edema"]["dice"] == 0.0
     summary = summarise({"a": out, "b": out})
-    assert summary["TC"]["dice_mean"] == pytest.approx(out["TC"]["dice"]) and summary["TC"]["dice_std"] == 0
+    assert summary["TC"]["dice_mean"] == pytest.approx(0.8) and summary["TC"]["dice_std"] == 0
+
+
+def test_summary_means_and_standard_deviations_by_hand():
+    """Population standard deviation over the cases that have the structure or metric."""
+    summary = summarise({"a": {"WT": {"dice": 0.8, "hd95": 2.0}},
+                         "b": {"WT": {"dice": 0.6}, "ET": {"dice": 1.0}},
+                         "c": {"WT": {"dice": 0.1, "hd95": 6.0}}})
+    assert summary["WT"]["dice_mean"] == pytest.approx(0.5)
+    assert summary["WT"]["dice_std"] == pytest.approx(np.sqrt((0.3 ** 2 + 0.1 ** 2 + 0.4 ** 2) / 3))
+    assert summary["WT"]["hd95_mean"] == pytest.approx(4.0) and summary["WT"]["hd95_std"] == pytest.approx(2.0)
+    assert summary["ET"] == {"dice_mean": 1.0, "dice_std": 0.0}
 
 
 def test_kits_composite():

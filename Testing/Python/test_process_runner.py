@@ -55,7 +55,7 @@ def test_a_failing_process_surfaces_its_error():
     assert "/no/such/file.nii.gz: no such file" in state.error
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX here")
+@pytest.mark.skipif(sys.platform == "win32", reason="platform: process groups are POSIX here")
 def test_cancel_kills_the_whole_tree_and_removes_temporary_files(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     runner = BackgroundProcess(python(f"""

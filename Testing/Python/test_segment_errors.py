@@ -131,7 +131,7 @@ def test_cuda_asked_for_without_cuda(workdir, capsys):
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        pytest.skip("platform: this machine has CUDA")
     expect_refusal(capsys, segment(workdir, ["good.nii.gz"], extra=["--device", "cuda"]), "CUDA is not available")
     assert no_output(workdir)
 

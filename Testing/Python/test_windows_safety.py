@@ -330,7 +330,7 @@ def test_process_memory_counters_has_the_win32_layout():
     assert training.ProcessMemoryCounters.PeakWorkingSetSize.offset == 8
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="platform: needs Linux /proc")
 def test_peak_memory_here_matches_the_kernel_s_own_figure():
     """On the real platform: ru_maxrss read with the right unit is the kernel's VmHWM (peak RSS)."""
     status = Path("/proc/self/status").read_text()

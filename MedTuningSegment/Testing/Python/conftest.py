@@ -5,7 +5,9 @@ The slicer-core wheel has Slicer's MRML and logics but no application: nothing c
 `slicer.mrmlScene` or registers the module logics at start-up. `scene` does what the Slicer
 application's start-up does for the pieces used here. Slicer 5.12.3's Python layer comes from
 ../shared/slicer-5.12.3; without it the harness tests skip, except in CI (CI=true), where a
-missing piece fails the run instead of turning it green with skips.
+missing piece fails the run instead of turning it green with skips: the main suite's
+Testing/Python/ci_skips.py does that for both suites (require(), and hooks that turn any other
+skip but a "platform:" one into a failure in CI).
 """
 
 from __future__ import annotations
@@ -23,19 +25,17 @@ REPO_ROOT = MODULE_DIR.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(REPO_ROOT / "Testing" / "Python"))  # for ci_skips (after ours: its conftest is not ours)
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from ci_skips import (  # noqa: E402, F401  (the hooks are registered by being in this module)
+    IN_CI,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    require,
+    require_module,
+)
 
-
-def require(condition: bool, reason: str) -> None:
-    """Skip for a missing optional piece; in CI, fail."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"{reason} (CI must run every test)")
-        pytest.skip(reason)
-
-
-slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed (scripts/test.sh installs it)")
+slicer = require_module("slicer", reason="the slicer-core wheel is not installed (scripts/test.sh installs it)")
 
 import qt_standins  # noqa: E402
 import slicer_harness  # noqa: E402
