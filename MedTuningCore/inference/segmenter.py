@@ -165,12 +165,14 @@ class Segmenter:
             raise InputError(f"{len(channels)} channel image(s) given; this set needs {self.in_channels}")
         seconds = {}
         t = time.perf_counter()
+        notify(progress, {"event": "progress", "stage": "preprocessing", "fraction": 0.0})
         volume, geometry = preprocess(list(channels), self.description.preprocessing)
         seconds["preprocess"] = time.perf_counter() - t
         t = time.perf_counter()
         probs = self.predict_preprocessed(volume, progress)
         seconds["inference"] = time.perf_counter() - t
         t = time.perf_counter()
+        notify(progress, {"event": "progress", "stage": "restoring", "fraction": 1.0})
         labels, prob_image = self._restore(probs, geometry, probabilities)
         labels = postprocess(labels, self.description.postprocessing)
         seconds["restore"] = time.perf_counter() - t

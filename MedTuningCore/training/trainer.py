@@ -252,9 +252,10 @@ class Trainer:
                     losses.append(self.train_step(rng, sampling, self.epoch * steps + it, steps))
                     step_seconds += time.perf_counter() - t
                     step_count += 1
+                    step, total = self.epoch * steps + it + 1, self.config.epochs * steps
                     self.progress({"event": "progress", "stage": "training", "epoch": self.epoch,
-                                   "fraction": (self.epoch * steps + it + 1) / (self.config.epochs * steps),
-                                   "loss": losses[-1]})
+                                   "epochs": self.config.epochs, "step": step, "steps": total,
+                                   "fraction": step / total, "loss": losses[-1]})
                 if cancelled:
                     break
                 record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
@@ -267,7 +268,7 @@ class Trainer:
                 if not self.val_cases:  # nothing to choose by: the last epoch is the best
                     self.best_epoch, self.best_tensors = self.epoch - 1, tuned_state(self.model)
                 self.save()
-                self.progress({"event": "epoch", **record})
+                self.progress({"event": "epoch", **record, "epochs": self.config.epochs})
                 if self.config.early_stop and self.stale >= self.config.early_stop:
                     self.progress({"event": "warning", "message": f"early stop: no better validation Dice for "
                                                                   f"{self.stale} validations"})

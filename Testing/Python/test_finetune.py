@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,6 +173,25 @@ def test_sigterm_stops_at_the_next_step(tiny_setup, tmp_path):
     process.stdout.read()
     assert process.wait(timeout=300) == 130
     assert load_adapter_set(out).manifest["provenance"]["best_epoch"] >= 0
+
+
+def test_finetune_to_a_pipe_prints_lines_a_log_can_read(tiny_setup, tmp_path):
+    """`medtuning finetune > run.log`: no terminal, so plain lines: preparing, training, then one
+    per epoch with its loss, validation Dice and times (as nnU-Net prints); no bar, no JSON."""
+    library, data = tiny_setup
+    cmd = finetune_cmd(library, data, tmp_path / "logged.safetensors", "--epochs", "2", "--progress", "auto")
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "preparing, 0%, 0:00 elapsed", lines
+    assert re.fullmatch(r"training, epoch 0 \(1 of 2\), step 1/12, loss \d+\.\d{4}, 8%, \d+:\d\d elapsed", lines[1])
+    epochs = [line for line in lines if " done, " in line]
+    assert len(epochs) == 2, lines
+    for epoch, line in enumerate(epochs):
+        assert re.fullmatch(rf"epoch {epoch} \({epoch + 1} of 2\) done, loss \d+\.\d{{4}}, validation Dice \d\.\d{{3}} "
+                            r"\(necrosis \d\.\d{3}, edema \d\.\d{3}, non-enhancing \d\.\d{3}, enhancing \d\.\d{3}\), "
+                            r"\d+:\d\d elapsed(, about \d+:\d\d left)?", line), line
+    assert "left" in epochs[0] and "\r" not in result.stdout + result.stderr and "{" not in result.stdout
 
 
 def test_new_labels_from_a_set_keep_adapters_and_get_a_fresh_head(tiny_setup, tmp_path):

@@ -1,9 +1,10 @@
-"""`medtuning segment --batch` and JSON progress for programs."""
+"""`medtuning segment --batch`, JSON progress for programs and plain lines for logs."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 
 import SimpleITK as sitk
 from segment_helpers import same_grid, synthetic_volume, tiny
@@ -63,3 +64,28 @@ def test_set_given_as_key_value_pairs(tmp_path):
             "img_size=28,reference_depth=8")
     assert main(["segment", str(tmp_path / "in.nii.gz"), "--set", spec, "-o", str(tmp_path / "o.nii.gz"),
                  "--progress", "none", "--overlap", "0.25"]) == 0
+
+
+STAGE_LINE = r"(preprocessing|inference|restoring), \d+%, \d+:\d\d elapsed(, about \d+:\d\d left)?"
+
+
+def test_output_to_a_pipe_gets_a_line_per_stage_and_per_case(tmp_path, run_cli):
+    """No terminal: plain lines a log can keep (one per stage, one when a case is done), no bar."""
+    for i in range(2):
+        sitk.WriteImage(synthetic_volume(seed=i), str(tmp_path / f"case{i}.nii.gz"))
+    (tmp_path / "set.json").write_text(json.dumps(tiny()))
+    single = run_cli("segment", str(tmp_path / "case0.nii.gz"), "--set", str(tmp_path / "set.json"),
+                     "-o", str(tmp_path / "one.nii.gz"))
+    assert single.returncode == 0, single.stderr
+    lines = single.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["preprocessing", "inference", "restoring", lines[-1]]
+    assert all(re.fullmatch(STAGE_LINE, line) for line in lines[:-1]), lines
+    assert re.fullmatch(r"done in \d+:\d\d", lines[-1]) and "\r" not in single.stdout + single.stderr
+    out = tmp_path / "out"
+    out.mkdir()
+    batch = run_cli("segment", str(tmp_path / "case*.nii.gz"), "--batch", "--set", str(tmp_path / "set.json"),
+                    "-o", str(out))
+    assert batch.returncode == 0, batch.stderr
+    done = [line for line in batch.stdout.splitlines() if " done in " in line]
+    assert [line.split(":")[0] for line in done] == ["case0", "case1"]
+    assert all(re.fullmatch(rf"case\d: ({STAGE_LINE}|done in \d+:\d\d)", line) for line in batch.stdout.splitlines())
