@@ -404,21 +404,19 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
         return Library()
 
     def listSets(self) -> list[dict]:
-        from MedTuningCore.cli.library import set_summary
-
         library = self.library()
         # shipped sets are installed the first time they are listed, unless the user removed them
-        return [set_summary(library.get(name)) for name in library.available_names()]
+        return [library.get(name).summary() for name in library.available_names()]
 
     def channelNames(self, setName: str) -> list[str]:
         if not setName:
             return []
-        return [c["name"] for c in self.library().get(setName).manifest["task"]["channels"]]
+        return [c.name for c in self.library().get(setName).manifest.task.channels]
 
     def describeSet(self, setName: str) -> str:
         m = self.library().get(setName).manifest
-        labels = ", ".join(lb["name"] for lb in m["task"]["labels"])
-        return f"{m['task']['modality']}: {labels}. Licence: {m['license']}."
+        labels = ", ".join(lb.name for lb in m.task.labels)
+        return f"{m.task.modality}: {labels}. Licence: {m.license}."
 
     def doctorSummary(self) -> str:
         library = self.library()
@@ -461,7 +459,8 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
             raise ValueError("Select an adapter set (install one in the Library tab).")
         if not all(volumes):
             raise ValueError("Select every input channel.")
-        manifest = self.library().get(setName).manifest
+        # mrml_io takes the labels in their manifest JSON form, as the CLI's .seg.nrrd writer does
+        labels = [label.to_json() for label in self.library().get(setName).manifest.task.labels]
         job = jobs.Job()
         inputs = [mrml_io.write_volume(v, job.runner_dir / f"channel{i}.nrrd") for i, v in enumerate(volumes)]
         output = job.runner_dir / "labels.nrrd"
@@ -469,7 +468,7 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
                 "--progress", "json"] + (["--tta"] if flips else [])
         job.start(args)
         job.on_finish = lambda: mrml_io.load_labels_into_segmentation(
-            output, segmentationNode, manifest["task"]["labels"], volumes[0])
+            output, segmentationNode, labels, volumes[0])
         return job
 
     def segment(self, volumes, setName: str, segmentationNode, device: str = "auto", flips: bool = False,

@@ -4,17 +4,15 @@ save path (`save_adapter_set`: the manifest is validated and its hash recomputed
     python scripts/edit_manifest.py SET.safetensors --set 'task.labels.0.terminology={"category": ...}'
     python scripts/edit_manifest.py SET.safetensors --set description='"..."' -o edited.safetensors
 
-KEY is a dotted path into the manifest (numbers index lists); VALUE is JSON. The tensors are
-written back unchanged: the new file is written beside the target, read back, and only
-replaces the target when every tensor is bit-identical to the original's.
+KEY is a dotted path into the manifest's JSON (numbers index lists); VALUE is JSON. The
+tensors are written back unchanged: the new file is written beside the target, read back, and
+only replaces the target when every tensor is bit-identical to the original's.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from MedTuningCore.io.atomic import atomic_path  # noqa: E402
 from MedTuningCore.sets.adapter_set import load_adapter_set, save_adapter_set  # noqa: E402
+from MedTuningCore.sets.manifest import Manifest  # noqa: E402
 
 
 def set_value(manifest: dict[str, Any], dotted: str, value: Any) -> None:
@@ -50,21 +50,17 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
         a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and tensor_bytes(a[k]) == tensor_bytes(b[k]) for k in a)
 
 
-def edit_set(path: Path, change: Callable[[dict[str, Any]], None], output: Path | None = None) -> dict[str, Any]:
-    """Apply `change` to a copy of the set's manifest and re-save; returns the new manifest."""
+def edit_set(path: Path, change: Callable[[dict[str, Any]], None], output: Path | None = None) -> Manifest:
+    """Apply `change` to the JSON of the set's manifest and re-save; returns the new manifest."""
     original = load_adapter_set(path)
-    manifest = copy.deepcopy(original.manifest)
-    change(manifest)
+    document = original.manifest.to_json()
+    change(document)
     target = output or path
-    staging = target.with_name(f".{target.name}.edit")  # not *.safetensors: never picked up half-done
-    try:
-        save_adapter_set(staging, manifest, original.tensors)
+    with atomic_path(target) as staging:  # replaces the target only if the block succeeds
+        save_adapter_set(staging, Manifest.from_json(document, f"{path} as edited"), original.tensors)
         saved = load_adapter_set(staging)
         if not same_tensors(original.tensors, saved.tensors):
             raise RuntimeError(f"{path}: the re-saved tensors differ from the original; nothing replaced")
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
     return saved.manifest
 
 
@@ -81,7 +77,7 @@ def main() -> int:
             set_value(manifest, key, value)
 
     manifest = edit_set(args.set_file, change, args.output)
-    print(f"{args.output or args.set_file}: manifest updated; tensors unchanged ({manifest['tensors_sha256'][:12]})")
+    print(f"{args.output or args.set_file}: manifest updated; tensors unchanged ({manifest.tensors_sha256[:12]})")
     return 0
 
 

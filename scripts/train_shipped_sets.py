@@ -13,8 +13,6 @@ continues a stopped run from its last epoch.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from MedTuningCore.data.mni_template import TEMPLATE_LICENSE, TISSUE_LABELS, load_template  # noqa: E402
+from MedTuningCore.io.atomic import copy_file_atomic  # noqa: E402
 
 SHIPPED = ROOT / "Resources" / "AdapterSets"
 BRATS = ROOT.parent / "shared" / "data" / "brats2013"
@@ -130,9 +129,7 @@ def main() -> int:
         print(f"wrote {output}")
         return 0
     SHIPPED.mkdir(parents=True, exist_ok=True)
-    tmp = SHIPPED / f".{output.name}.tmp"  # not *.safetensors: never picked up half-copied
-    shutil.copyfile(output, tmp)
-    os.replace(tmp, SHIPPED / output.name)
+    copy_file_atomic(output, SHIPPED / output.name)  # never picked up half-copied
     print(f"copied {output} to {SHIPPED}")
     from set_terminology import apply_terminology  # finetune knows label names only: add their codes
 

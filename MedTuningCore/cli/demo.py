@@ -24,7 +24,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..evaluation.metrics import mask_metrics
 from ..evaluation.montage import colour_name, write_montage
-from ..io.images import grid_differences, load_case, write_image, write_json
+from ..io.atomic import write_json, write_text_atomic
+from ..io.images import grid_differences, load_case, write_image
 from ..sets.library import Library
 
 DEFAULT_SET = "brain-tissue"
@@ -129,11 +130,11 @@ def run_demo(args: argparse.Namespace) -> int:
     write_image(result.labels, out / "tissue.nii.gz")
     write_montage(out / "montage.png", channels[0], result.labels)
     manifest = adapter_set.manifest
-    names = {lb["value"]: lb["name"] for lb in manifest["task"]["labels"]}
+    names = {lb.value: lb.name for lb in manifest.task.labels}
     report = {
         "set": adapter_set.name, "backbone": backbone, "input": described, "version": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M"), "device": result.device,
-        "license": manifest.get("license", ""), "training_data": manifest["provenance"].get("training_data", ""),
+        "license": manifest.license, "training_data": manifest.provenance.get("training_data", ""),
         "reference": ("the template's own grey- and white-matter probability maps thresholded at 0.5 (the set "
                       "was trained on this very image: these figures measure fit, not accuracy on new scans)")
         if not args.input else (args.reference or ""),
@@ -143,9 +144,7 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     write_json(out / "report.json", report, indent=2)
     text = markdown(report)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", text)
     print(text)
     print(f"wrote {out / 'tissue.nii.gz'}, {out / 'montage.png'}, {out / 'report.md'}", file=sys.stderr)
     return 0

@@ -8,7 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
-from ..sets.adapter_set import AdapterSet, AdapterSetError
+from ..sets.adapter_set import AdapterSetError
 from ..sets.backbones import BackboneError, how_to_get
 from ..sets.library import ENV_VAR, Library
 from ..sets.shipped import shipped_set_files
@@ -18,23 +18,12 @@ def _library(args: argparse.Namespace) -> Library:
     return Library(args.library)
 
 
-def set_summary(s: AdapterSet) -> dict:
-    m = s.manifest
-    return {
-        "name": m["name"], "version": m["version"], "task": m["task"]["modality"],
-        "channels": [c["name"] for c in m["task"]["channels"]], "labels": [lb["name"] for lb in m["task"]["labels"]],
-        "backbone": m["backbone"]["name"], "tuning": m["model"]["tuning"],
-        "size_mb": round(s.path.stat().st_size / 1e6, 2),
-        "license": m["license"], "metrics": m["metrics"],
-    }
-
-
 def cmd_sets_list(args) -> int:
     library = _library(args)
     rows = []
     for name in library.names():
         try:
-            rows.append(set_summary(library.get(name)))
+            rows.append(library.get(name).summary())
         except AdapterSetError as error:
             rows.append({"name": name, "error": str(error)})
     shipped = shipped_rows(library)
@@ -74,19 +63,19 @@ def shipped_rows(library: Library) -> list[dict]:
 
 
 def cmd_sets_show(args) -> int:
-    print(json.dumps(_library(args).get(args.name).manifest, indent=2, sort_keys=True))
+    print(json.dumps(_library(args).get(args.name).manifest.to_json(), indent=2, sort_keys=True))
     return 0
 
 
 def cmd_sets_install(args) -> int:
     s = _library(args).install(args.file, replace=args.replace)
-    print(f"installed {s.name} {s.manifest['version']} into {s.path}")
+    print(f"installed {s.name} {s.manifest.version} into {s.path}")
     return 0
 
 
 def cmd_sets_restore(args) -> int:
     s = _library(args).restore_shipped(args.name, replace=args.replace)
-    print(f"restored {s.name} {s.manifest['version']} into {s.path}")
+    print(f"restored {s.name} {s.manifest.version} into {s.path}")
     return 0
 
 

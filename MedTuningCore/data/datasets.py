@@ -189,35 +189,48 @@ def validate(dataset: Dataset, labels: LabelSpec, channels: int, min_cases: int)
     """Check everything before training; raise one DatasetError listing all problems."""
     problems = []
     if len(dataset.cases) < min_cases:
-        problems.append(f"{len(dataset.cases)} case(s) found, at least {min_cases} needed for the requested split")
+        problems.append(("", f"{len(dataset.cases)} case(s) found, at least {min_cases} needed for the "
+                             "requested split"))
     allowed = set([0, *labels.all_values])
     for case in dataset.cases:
         items = [*case.images, case.label]
         missing = [str(i) for i in items if not isinstance(i, sitk.Image) and not Path(i).exists()]
         if missing:
-            problems += [f"{case.name}: missing file {m}" for m in missing]
+            problems += [(case.name, f"missing file {m}") for m in missing]
             continue
         if len(case.images) != channels and not (len(case.images) == 1 and channels > 1):
-            problems.append(f"{case.name}: {len(case.images)} channel file(s), the model takes {channels}")
+            problems.append((case.name, f"{len(case.images)} channel file(s), the model takes {channels}"))
         try:
             label_info = _info(case.label)
             for image in case.images:
                 differences = grid_differences(_info(image), label_info)
                 if differences and not (isinstance(image, str) and _info(image).GetDimension() == 4):
-                    problems.append(f"{case.name}: image {image} and label are on different grids: "
-                                    f"{'; '.join(differences)}")
+                    problems.append((case.name, f"image {image} and label are on different grids: "
+                                                 f"{'; '.join(differences)}"))
             label_image = case.label if isinstance(case.label, sitk.Image) else read_image(case.label)
             values = np.unique(sitk.GetArrayViewFromImage(label_image))  # the view needs label_image alive
         except (RuntimeError, MedTuningError) as error:
-            problems.append(f"{case.name}: cannot read ({error})")
+            problems.append((case.name, f"cannot read ({error})"))
             continue
         unknown = sorted(set(int(v) for v in values) - allowed)
         if unknown:
-            problems.append(f"{case.name}: label values {unknown} are not in the label list {sorted(allowed)}")
+            problems.append((case.name, f"label values {unknown} are not in the label list {sorted(allowed)}"))
         if set(int(v) for v in values) <= {0}:
-            problems.append(f"{case.name}: the label map is empty (no foreground)")
+            problems.append((case.name, "the label map is empty (no foreground)"))
     if problems:
-        raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
+        raise DatasetError(describe_problems(problems))
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    """All problems on one line, each once with the cases it concerns (a dataset of 200 cases
+    with one wrong label value gives one entry, not 200 lines)."""
+    cases: dict[str, list[str]] = {}
+    for case, text in problems:
+        cases.setdefault(text, []).append(case)
+    parts = [text if not names[0] else f"{', '.join(names[:5])}{' and more' if len(names) > 5 else ''}: {text}"
+             for text, names in cases.items()]
+    return f"the dataset has {len(parts)} problem(s): " + "; ".join(parts)
+
 
 
 @dataclass

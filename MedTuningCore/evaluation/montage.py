@@ -6,11 +6,12 @@ deficiency; label value v gets PALETTE[v] (values beyond the palette wrap around
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from ..io.atomic import atomic_path
 
 PALETTE = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [213, 94, 0], [204, 121, 167],
                     [240, 228, 66], [0, 114, 178]], np.uint8)
@@ -35,13 +36,8 @@ def blend(gray: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndar
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
+    with atomic_path(path, ".png") as tmp:  # the suffix tells ITK to write PNG
         sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def isotropic_lps(image: sitk.Image, labels: sitk.Image, max_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

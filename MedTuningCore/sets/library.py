@@ -3,7 +3,7 @@
 Default location: $MEDTUNING_HOME, else the user's data directory (~/.local/share/medtuning
 on Linux, ~/Library/Application Support/MedTuning on macOS, %LOCALAPPDATA%\\MedTuning on
 Windows); `--library DIR` overrides both. Every write holds an exclusive lock on
-`.lock` and ends with an atomic rename, so two processes never corrupt the library and a
+`.lock` (filelock) and ends with an atomic rename, so two processes never corrupt the library and a
 failed install leaves it as it was.
 
 Shipped sets (shipped.py) are installed on first use. Removing one records that the user
@@ -19,11 +19,12 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..io.images import write_json
+from filelock import FileLock
+
+from ..io.atomic import atomic_path, copy_file_atomic, write_json
 from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set
 from .backbones import BackboneStore
 from .shipped import shipped_set_file, shipped_set_files, shipped_sets_dir
@@ -44,32 +45,11 @@ def default_library_dir() -> Path:
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
-    """An advisory whole-file lock held for the duration of a library write."""
+    """An exclusive lock on `path` between processes, held for the duration of a library write;
+    waits as long as another process holds it (filelock: flock on POSIX, msvcrt on Windows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as handle:
-        if sys.platform == "win32":
-            import msvcrt
-
-            handle.seek(0)
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 class Library:
@@ -133,25 +113,19 @@ class Library:
         adapter_set = load_adapter_set(file)  # raises before anything is written
         self.sets_dir.mkdir(parents=True, exist_ok=True)
         target = self.set_path(adapter_set.name)
-        tmp = self.sets_dir / f".{adapter_set.name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
+        # the rename ends the inner block, so it happens before the lock is released
+        with exclusive_lock(self.lock_path), atomic_path(target) as tmp:
+            # checked under the lock: a concurrent remove may have declined it meanwhile
+            if unless_declined and adapter_set.name in self.declined_shipped():
+                raise AdapterSetError(self.declined_message(adapter_set.name))
+            if target.exists() and not replace:
+                raise AdapterSetError(f"a set named {adapter_set.name!r} is installed already; "
+                                      f"pass --replace to replace it")
             shutil.copyfile(file, tmp)
-            with tmp.open("rb") as handle:
-                os.fsync(handle.fileno())
             load_adapter_set_copy(tmp)  # the copy is what gets installed: check it too
-            with exclusive_lock(self.lock_path):
-                # checked again under the lock: a concurrent remove may have declined it meanwhile
-                if unless_declined and adapter_set.name in self.declined_shipped():
-                    raise AdapterSetError(self.declined_message(adapter_set.name))
-                if target.exists() and not replace:
-                    raise AdapterSetError(f"a set named {adapter_set.name!r} is installed already; "
-                                          f"pass --replace to replace it")
-                # cleared before the rename: should the rename fail, the next use installs the
-                # shipped set again, which is what the user just asked for
-                self._mark_declined(adapter_set.name, False)
-                os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            # cleared before the rename: should the rename fail, the next use installs the
+            # shipped set again, which is what the user just asked for
+            self._mark_declined(adapter_set.name, False)
         return load_adapter_set(target)
 
     def restore_shipped(self, name: str, replace: bool = False) -> AdapterSet:
@@ -225,12 +199,7 @@ class Library:
             raise AdapterSetError(f"{dest}: exists already; pass --overwrite to replace it")
         if not dest.parent.is_dir():
             raise AdapterSetError(f"{dest}: the directory {dest.parent} does not exist")
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        copy_file_atomic(source, dest)
         return dest
 
 

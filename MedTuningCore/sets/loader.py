@@ -8,21 +8,21 @@ switching sets costs only the set's own few MB.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import torch
 
 from ..models import MedTuningModel
-from ..models.network import assemble_model, backbone_state, model_config, prepare_backbone
+from ..models.network import ModelConfig, assemble_model, backbone_state, model_config, prepare_backbone
 from .adapter_set import AdapterSet, AdapterSetError
 from .backbones import BackboneError, how_to_get
 from .library import Library
+from .manifest import Manifest
 
 
-def config_from_manifest(manifest: dict[str, Any]):
-    m = manifest["model"]
-    return model_config(m["backbone"], m["decoder"], m["tuning"], m["in_channels"], m["num_classes"], m["alpha"],
-                        m["img_size"], m["reference_depth"], m.get("backbone_kwargs") or {})
+def config_from_manifest(manifest: Manifest) -> ModelConfig:
+    m = manifest.model
+    return model_config(m.backbone, m.decoder, m.tuning, m.in_channels, m.num_classes, m.alpha, m.img_size,
+                        m.reference_depth, m.backbone_kwargs or {})
 
 
 class SetLoader:

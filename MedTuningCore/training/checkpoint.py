@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..io.tensor_files import read_tensor_file, write_tensor_file
+from ..io.tensor_files import TensorFileError, read_tensor_file, write_tensor_file
 
 STATE_KEY = "medtuning_training_state"
 
@@ -52,6 +52,9 @@ def save_checkpoint(path: str | os.PathLike, model_tensors: dict[str, torch.Tens
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     """(model tensors, optimiser tensors, state) of a checkpoint."""
     tensors, metadata = read_tensor_file(Path(path))
+    if STATE_KEY not in metadata:
+        raise TensorFileError(f"{path}: not a MedTuning training checkpoint (no training state in its metadata); "
+                              f"start the run again without --resume")
     state = json.loads(metadata[STATE_KEY])
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     opt = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}

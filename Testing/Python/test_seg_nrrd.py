@@ -43,8 +43,8 @@ def outputs(tmp_path_factory):
     path = make_set(library, root / "tumour.safetensors", name="tumour", classes=4, label_values=[1, 2, 4],
                     colors=[c for _, _, c, _ in LABELS], terminology=[NECROSIS, None, ENHANCING])
     adapter_set = load_adapter_set(path)  # make_set names the labels label1...: give them real names
-    for label, (_, name, _, _) in zip(adapter_set.manifest["task"]["labels"], LABELS):
-        label["name"] = name
+    for label, (_, name, _, _) in zip(adapter_set.manifest.task.labels, LABELS):
+        label.name = name
     save_adapter_set(path, adapter_set.manifest, adapter_set.tensors)
     library.install(path)
     sitk.WriteImage(synthetic_volume(), str(root / "case.nii.gz"))
@@ -172,8 +172,8 @@ def test_bad_terminology_is_refused(entry, message):
 def test_manifest_with_bad_terminology_is_refused_naming_the_label(outputs, tmp_path):
     root, _ = outputs
     adapter_set = load_adapter_set(root / "tumour.safetensors")
-    manifest = json.loads(json.dumps(adapter_set.manifest))
-    manifest["task"]["labels"][1]["terminology"] = {"scheme": "SCT", "code": "79654002", "meaning": "Edema"}
+    manifest = adapter_set.manifest
+    manifest.task.labels[1].terminology = {"scheme": "SCT", "code": "79654002", "meaning": "Edema"}
     with pytest.raises(AdapterSetError, match=r"task.labels\[1\].terminology \(edema\): a bare"):
         save_adapter_set(tmp_path / "bad.safetensors", manifest, adapter_set.tensors)
 
@@ -182,8 +182,8 @@ def test_shipped_sets_give_every_label_a_terminology():
     from MedTuningCore.sets.shipped import shipped_set_files
 
     for name in ("brats-glioma", "brain-tissue"):
-        labels = load_adapter_set(shipped_set_files()[name]).manifest["task"]["labels"]
-        assert all(slicer_terminology(label["terminology"]).count("~") == 6 for label in labels), name
+        labels = load_adapter_set(shipped_set_files()[name]).manifest.task.labels
+        assert all(slicer_terminology(label.terminology).count("~") == 6 for label in labels), name
 
 
 def test_edit_manifest_keeps_the_tensors_bit_identical(outputs, tmp_path):
@@ -197,6 +197,6 @@ def test_edit_manifest_keeps_the_tensors_bit_identical(outputs, tmp_path):
     edit_set(root / "tumour.safetensors", lambda m: set_value(m, "task.labels.1.terminology", NECROSIS),
              tmp_path / "edited.safetensors")
     after = load_adapter_set(tmp_path / "edited.safetensors")
-    assert after.manifest["task"]["labels"][1]["terminology"] == NECROSIS
+    assert after.manifest.task.labels[1].terminology == NECROSIS
     assert same_tensors(before.tensors, after.tensors) and sorted(p.name for p in tmp_path.iterdir()) == [
         "edited.safetensors"]

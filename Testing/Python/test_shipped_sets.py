@@ -31,23 +31,23 @@ def test_both_sets_are_shipped_small_and_complete():
     for name, path in shipped_set_files().items():
         assert path.stat().st_size < 8e6, path.stat().st_size  # a few MB
         manifest = load_adapter_set(path).manifest  # verifies the manifest and tensor hashes
-        assert manifest["name"] == name == path.name[: -len(".safetensors")]
-        assert manifest["backbone"]["name"] == "vit_small_patch14_dinov2"
-        assert manifest["backbone"]["sha256"].startswith(OFFLINE_BACKBONE_SHA)
-        assert manifest["model"]["tuning"] == "med_adapter"
-        provenance = manifest["provenance"]
+        assert manifest.name == name == path.name[: -len(".safetensors")]
+        assert manifest.backbone.name == "vit_small_patch14_dinov2"
+        assert manifest.backbone.sha256.startswith(OFFLINE_BACKBONE_SHA)
+        assert manifest.model.tuning == "med_adapter"
+        provenance = manifest.provenance
         assert len(provenance["training_data"]) > 80 and provenance["validation_cases"]
         assert provenance["training"]["augmentation"] == "strong" and not provenance["cancelled"]
-        assert set(manifest["metrics"]["validation_dice"]) == {lb["name"] for lb in manifest["task"]["labels"]}
+        assert set(manifest.metrics["validation_dice"]) == {lb.name for lb in manifest.task.labels}
     brats = load_adapter_set(SHIPPED / "brats-glioma.safetensors").manifest
-    assert "CC BY-NC-SA 3.0" in brats["license"] and "non-commercial" in brats["license"]
-    assert [lb["name"] for lb in brats["task"]["labels"]] == ["necrosis", "edema", "non-enhancing", "enhancing"]
-    assert [c["name"] for c in brats["task"]["channels"]] == ["FLAIR", "T1c"]
-    assert brats["provenance"]["validation_cases"] == ["pat0006"]
-    assert "pat0006" not in brats["provenance"]["training_cases"]
+    assert "CC BY-NC-SA 3.0" in brats.license and "non-commercial" in brats.license
+    assert [lb.name for lb in brats.task.labels] == ["necrosis", "edema", "non-enhancing", "enhancing"]
+    assert [c.name for c in brats.task.channels] == ["FLAIR", "T1c"]
+    assert brats.provenance["validation_cases"] == ["pat0006"]
+    assert "pat0006" not in brats.provenance["training_cases"]
     tissue = load_adapter_set(SHIPPED / "brain-tissue.safetensors").manifest
-    assert [(lb["value"], lb["name"]) for lb in tissue["task"]["labels"]] == [(1, "grey-matter"), (2, "white-matter")]
-    assert "ONE image" in tissue["provenance"]["training_data"]  # says honestly what it was trained on
+    assert [(lb.value, lb.name) for lb in tissue.task.labels] == [(1, "grey-matter"), (2, "white-matter")]
+    assert "ONE image" in tissue.provenance["training_data"]  # says honestly what it was trained on
 
 
 def test_shipped_set_installs_on_first_use_only(tmp_path, monkeypatch):
@@ -59,7 +59,7 @@ def test_shipped_set_installs_on_first_use_only(tmp_path, monkeypatch):
     assert library.set_path("brats-glioma").read_bytes() == (shipped / "brats-glioma.safetensors").read_bytes()
     # the user's own set of that name is kept, never replaced by the shipped one
     shutil.copy(SHIPPED / "brain-tissue.safetensors", library.set_path("brats-glioma"))
-    assert library.get("brats-glioma").manifest["name"] == "brain-tissue"
+    assert library.get("brats-glioma").manifest.name == "brain-tissue"
 
 
 def test_damaged_shipped_set_is_refused_and_nothing_installed(tmp_path, monkeypatch):
@@ -97,14 +97,14 @@ def validation_case(name: str, tmp_path) -> Case:
 def test_shipped_set_reproduces_its_recorded_validation_dice(name, dinov2_library, tmp_path):
     adapter_set = dinov2_library.get(name)  # installed from Resources/AdapterSets on first use
     manifest = adapter_set.manifest
-    labels = LabelSpec([lb["value"] for lb in manifest["task"]["labels"]],
-                       [lb["name"] for lb in manifest["task"]["labels"]])
-    prepared = prepare(validation_case(name, tmp_path), labels, Preprocessing.from_dict(manifest["preprocessing"]),
-                       len(manifest["task"]["channels"]))
+    labels = LabelSpec([lb.value for lb in manifest.task.labels],
+                       [lb.name for lb in manifest.task.labels])
+    prepared = prepare(validation_case(name, tmp_path), labels, Preprocessing.from_dict(manifest.preprocessing),
+                       len(manifest.task.channels))
     model = SetLoader(dinov2_library).model_for(adapter_set)
-    overlap = manifest["provenance"]["training"].get("val_overlap", TrainingConfig.val_overlap)
+    overlap = manifest.provenance["training"].get("val_overlap", TrainingConfig.val_overlap)
     dice = validation_dice(model, [prepared], overlap)
-    recorded = manifest["metrics"]["validation_dice"]
+    recorded = manifest.metrics["validation_dice"]
     assert dice == pytest.approx([recorded[n] for n in labels.names], abs=2e-3)
     # and the figures are real segmentations, not noise (an untrained model scores ~0)
     for label, floor in DICE_FLOORS[name].items():

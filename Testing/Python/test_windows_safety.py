@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,7 +50,7 @@ def run_as_windows(code: str, load_libraries: bool = True, timeout: float = 300)
     prelude = "from __future__ import annotations\nimport sys\n"
     prelude += "".join(f"sys.modules[{name!r}] = None\n" for name in POSIX_ONLY_MODULES)
     if load_libraries:
-        prelude += "import numpy, SimpleITK, safetensors, timm, torch\n"
+        prelude += "import numpy, SimpleITK, safetensors, timm, torch, filelock\n"
     prelude += 'sys.platform = "win32"\n'
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=timeout, env={**os.environ, "COLUMNS": HELP_WIDTH})
@@ -363,34 +364,44 @@ def test_default_library_dir_per_platform(monkeypatch, platform, env, expected):
     assert library.default_library_dir() == expected
 
 
-def test_the_library_lock_on_windows_uses_msvcrt_and_waits_for_it(monkeypatch, tmp_path):
-    calls = []
-    refusals = [OSError("locked by another process")]  # LK_LOCK gives up after 10 s: try again
+LOCKED_APPENDS = """
+import sys, time
+from pathlib import Path
+from MedTuningCore.sets.library import exclusive_lock
 
-    def locking(fd, mode, size):
-        calls.append((mode, size))
-        if mode == fake.LK_LOCK and refusals:
-            raise refusals.pop()
+lock, log, who = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+Path(sys.argv[4]).touch()  # ready: the parent starts the race when every child is here
+while not Path(sys.argv[5]).exists():
+    time.sleep(0.01)
+for _ in range(5):
+    with exclusive_lock(lock):
+        with log.open("a") as handle:
+            handle.write(f"begin {who}\\n")
+        time.sleep(0.02)  # another holder would write its line in here
+        with log.open("a") as handle:
+            handle.write(f"end {who}\\n")
+"""
 
-    fake = SimpleNamespace(LK_LOCK=1, LK_UNLCK=0, locking=locking)
-    monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setitem(sys.modules, "msvcrt", fake)
-    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: importing it raises
-    with library.exclusive_lock(tmp_path / ".lock"):
-        assert calls == [(1, 1), (1, 1)]
-    assert calls[-1] == (0, 1)
 
-
-@pytest.mark.skipif(sys.platform == "win32", reason="fcntl is POSIX")
-def test_the_library_lock_on_posix_uses_flock(monkeypatch, tmp_path):
-    import fcntl
-
-    calls = []
-    monkeypatch.setattr(fcntl, "flock", lambda fd, op: calls.append(op))
-    monkeypatch.setitem(sys.modules, "msvcrt", None)
-    with library.exclusive_lock(tmp_path / ".lock"):
-        assert calls == [fcntl.LOCK_EX]
-    assert calls == [fcntl.LOCK_EX, fcntl.LOCK_UN]
+def test_the_library_lock_excludes_other_processes(tmp_path):
+    """Three processes append begin/end pairs under the lock at once: no pair is ever split by
+    another process's line (filelock: flock on POSIX, msvcrt on Windows, the same code)."""
+    log, go = tmp_path / "log.txt", tmp_path / "go"
+    children = [subprocess.Popen([sys.executable, "-c", LOCKED_APPENDS, str(tmp_path / ".lock"), str(log), str(i),
+                                  str(tmp_path / f"ready{i}"), str(go)], cwd=REPO_ROOT) for i in range(3)]
+    try:
+        while not all((tmp_path / f"ready{i}").exists() for i in range(3)):
+            assert all(c.poll() is None for c in children), "a child ended before the race"
+            time.sleep(0.01)
+        go.touch()
+        assert [c.wait(timeout=300) for c in children] == [0, 0, 0]
+    finally:
+        for child in children:
+            child.kill()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3 * 5 * 2
+    pairs = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
+    assert all(begin == f"begin {end[4:]}" and end.startswith("end ") for begin, end in pairs), lines
 
 
 # -- an audit of the sources --------------------------------------------------------------
@@ -400,7 +411,6 @@ POSIX_ONLY_NAMES = {"resource", "fcntl", "termios", "pwd", "grp", "getpgid", "ki
                     "fork", "getuid", "geteuid", "chown", "start_new_session"}
 ALLOWED = {
     ("trainer.py", "process_peak_memory_mb"): {"resource"},
-    ("library.py", "exclusive_lock"): {"fcntl"},
     ("process_runner.py", "_kill_group"): {"getpgid", "killpg", "SIGKILL"},
     ("process_runner.py", "popen_platform_options"): {"start_new_session"},
 }

@@ -141,13 +141,13 @@ def test_apply_segments_a_brats_case_with_the_sets_names_colours_and_terminology
     output = module.widget._parameterNode.outputSegmentation
     segmentation = output.GetSegmentation()
     manifest = module.widget.logic.library().get("brats-glioma").manifest
-    for label in manifest["task"]["labels"]:
-        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(label["name"]))
-        assert segment is not None, label["name"]
-        assert segment.GetLabelValue() == label["value"]
-        np.testing.assert_allclose(segment.GetColor(), np.array(label["color"]) / 255, atol=1 / 255)
+    for label in manifest.task.labels:
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(label.name))
+        assert segment is not None, label.name
+        assert segment.GetLabelValue() == label.value
+        np.testing.assert_allclose(segment.GetColor(), np.array(label.color) / 255, atol=1 / 255)
         # Slicer's own terminology field, as the Segment Editor reads it
-        assert segment.GetTerminology() == slicer_terminology(label["terminology"])
+        assert segment.GetTerminology() == slicer_terminology(label.terminology)
     # the labels are where the tumour is (placement through NRRD, LPS/RAS and back)
     predicted = mrml_io.segmentation_to_labels(output, volumes[0], {n: i for i, n in enumerate(BRATS_LABELS, 1)})
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))).astype(np.uint8)
@@ -203,8 +203,8 @@ def test_finetune_from_scene_cases_and_cancel_keeps_the_best_epoch(module, scene
     library = module.widget.logic.library()
     assert "my-glioma" in library.names()
     installed = library.get("my-glioma")
-    assert installed.manifest["provenance"]["cancelled"] is True
-    assert [lb["name"] for lb in installed.manifest["task"]["labels"]] == BRATS_LABELS
+    assert installed.manifest.provenance["cancelled"] is True
+    assert [lb.name for lb in installed.manifest.task.labels] == BRATS_LABELS
     # the new set is chosen for segmentation, the picker lists it, the Segment tab is shown
     assert module.ui.adapterSetComboBox.currentData == "my-glioma"
     assert module.ui.tabWidget.currentIndex == 0

@@ -1,0 +1,103 @@
+"""`evaluate()`: Dice, HD95, surface Dice and volumes of a set on annotated cases, per case
+and summarised, with optional overlays (the logic of `medtuning evaluate`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..data.datasets import load_dataset
+from ..errors import InputError
+from ..inference.segmenter import Segmenter
+from ..io.atomic import write_csv, write_json
+from ..io.images import read_image
+from .metrics import REGION_PRESETS, case_metrics, summarise
+from .montage import blend, grey, write_png
+
+PathLike = str | os.PathLike
+
+
+def evaluate(set_spec: str, data: PathLike, *, regions: str | None = None, cases: list[str] | None = None,
+             tolerance: float = 1.0, report: PathLike | None = None, json_out: PathLike | None = None,
+             device: str | None = None, library: PathLike | None = None,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Segment the dataset's cases with the set and measure them against their labels; returns
+    (and writes to `json_out`) {"set", "version", "data", "tolerance_mm", "regions", "cases", "summary"}."""
+    from ..sets.library import Library
+    from ..sets.loader import SetLoader
+
+    segmenter = Segmenter.from_set(set_spec, SetLoader(Library(library)), {"device": device} if device else None)
+    manifest = segmenter.adapter_set.manifest
+    labels = manifest.task.values_by_name()
+    region_values = parse_regions(regions, list(labels.values()))
+    dataset = load_dataset(data, read_labels=False)  # the labels come from the set
+    chosen = [c for c in dataset.cases if not cases or c.name in cases]
+    if not chosen:
+        raise InputError(f"{data}: no cases to evaluate")
+    report_dir = Path(report) if report else None
+    per_case = evaluate_cases(segmenter, chosen, labels, region_values, tolerance, report_dir, log)
+    document = {"set": manifest.name, "version": manifest.version, "data": str(data), "tolerance_mm": tolerance,
+                "regions": region_values, "cases": per_case, "summary": summarise(per_case)}
+    if json_out:
+        write_json(json_out, document)
+    if report_dir:
+        write_table(report_dir / "metrics.csv", per_case)
+    return document
+
+
+def parse_regions(text: str | None, label_values: list[int]) -> dict[str, list[int]]:
+    if text is None:
+        return REGION_PRESETS["brats"] if set(label_values) == {1, 2, 3, 4} else {}
+    if text in REGION_PRESETS:
+        return REGION_PRESETS[text]
+    regions = {}
+    for item in filter(None, text.split(";")):
+        name, _, values = item.partition("=")
+        try:
+            regions[name.strip()] = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise InputError(f"--regions {text!r}: expected NAME=V,V;NAME=V") from None
+    return regions
+
+
+def evaluate_cases(segmenter: Segmenter, cases: list, labels: dict[str, int], regions: dict[str, list[int]],
+                   tolerance: float = 1.0, report: Path | None = None,
+                   log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Segment each case on its own grid and measure it against its label map; `log` gets one
+    line per case."""
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+    per_case = {}
+    for case in cases:
+        result = segmenter.segment_files([str(i) for i in case.images])
+        reference = read_image(case.label)
+        pred = sitk.GetArrayFromImage(result.labels).astype(np.int32)
+        ref = np.rint(sitk.GetArrayFromImage(reference)).astype(np.int32)
+        per_case[case.name] = case_metrics(pred, ref, reference.GetSpacing()[::-1], labels, regions, tolerance)
+        if log is not None:
+            log(f"{case.name}: " + ", ".join(f"{k} Dice {v['dice']:.3f}" for k, v in per_case[case.name].items()))
+        if report:
+            write_overlay(report / f"{case.name}.png", read_image(case.images[0]), ref, pred)
+    return per_case
+
+
+def write_table(path: Path, per_case: dict) -> None:
+    rows = [{"case": case, "structure": structure, **metrics}
+            for case, structures in per_case.items() for structure, metrics in structures.items()]
+    fields = ["case", "structure"] + sorted({k for r in rows for k in r} - {"case", "structure"})
+    write_csv(path, rows, fields)
+
+
+def write_overlay(path: Path, image: sitk.Image, ref: np.ndarray, pred: np.ndarray) -> None:
+    """Reference (left) and prediction (right) over the slice with most reference foreground."""
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    k = int(np.argmax((ref > 0).sum(axis=(1, 2)))) if (ref > 0).any() else volume.shape[0] // 2
+    gray = grey(volume[k], *np.percentile(volume[k], (1, 99)))
+    panels = [blend(gray, labels) for labels in (ref[k], pred[k])]
+    both = np.concatenate([panels[0], np.zeros((gray.shape[0], 4, 3), np.uint8), panels[1]], axis=1)
+    write_png(path, both[::-1])
