@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from MedTuningCore.errors import MedTuningError
 from MedTuningCore.inference.sliding_window import (
     InferenceOptions,
     SlidingWindowPredictor,
@@ -151,5 +152,5 @@ def test_out_of_memory_retries_with_smaller_batches_then_thinner_slabs():
 def test_out_of_memory_with_the_smallest_windows_is_a_clear_error():
     p = SlidingWindowPredictor(OutOfMemoryAbove(max_batch=0, max_depth=0), InferenceOptions(device="cpu"),
                                num_classes=1, tile_size=16, size_multiple=16, window_depth=8)
-    with pytest.raises(RuntimeError, match="smallest windows; use --device cpu"):
+    with pytest.raises(MedTuningError, match="smallest windows; use --device cpu"):  # a user's error: exit 2
         p.predict_logits(torch.randn(1, 4, 16, 16))
