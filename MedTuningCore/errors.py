@@ -23,3 +23,8 @@ class UsageError(InputError):
 class ModelConfigError(MedTuningError, ValueError):
     """A model configuration that cannot be built (unknown backbone, decoder, tuning method,
     or sizes that do not fit). Also a ValueError, as callers of build_model expect."""
+
+
+class UnwritableError(InputError, OSError):
+    """A file could not be written (full disk, quota, no permission). Also an OSError, so code
+    with a fallback for an unwritable place (a read-only library) still finds it."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import UnwritableError
 
 # what a full disk, a quota or a folder the user may not write to looks like
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
@@ -38,8 +38,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except OSError as error:
         if error.errno not in UNWRITABLE:
             raise
-        raise InputError(f"{target}: could not be written ({error.strerror or error}); free some space or "
-                         f"choose a folder you can write to") from None
+        raise UnwritableError(f"{target}: could not be written ({error.strerror or error}); free some space or "
+                              f"choose a folder you can write to") from None
     finally:
         tmp.unlink(missing_ok=True)
 
