@@ -169,7 +169,11 @@ def restore_probabilities(probabilities: np.ndarray, geometry: CaseGeometry) -> 
     for channel in probabilities:
         image = sitk.GetImageFromArray(channel.astype(np.float32))
         image.CopyInformation(geometry.resampled)
-        back = sitk.Resample(image, geometry.oriented, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        # Input voxels past the last coarse voxel centre (the far border planes when the
+        # sizes do not divide) take the nearest coarse value, not 0: with 0 there they would
+        # all come back as background and cut any structure touching the field's edge.
+        back = sitk.Resample(image, geometry.oriented, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
+                             True)
         out.append(sitk.GetArrayFromImage(back))
     return np.stack(out)
 

@@ -48,3 +48,21 @@ def test_preprocessing_round_trips_through_json():
     assert again.for_channels(2)[1].method == "zscore"
     with pytest.raises(InputError, match="2 channel normalisations for 3"):
         again.for_channels(3)
+
+
+def test_restored_probabilities_reach_the_far_border_planes():
+    """A coarse grid's last voxel centre can lie inside the input's last plane (9 voxels at 1 mm
+    become 4 at 2 mm here, whose last centre sits at 6 mm, not 8): the planes past it must take
+    the nearest coarse value, not come back as background (diagnosed in docs/DIAGNOSIS.md)."""
+    import SimpleITK as sitk
+
+    from MedTuningCore.data.preprocessing import preprocess, restore_probabilities
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(9, 9, 9)).astype(np.float32))
+    _, geometry = preprocess([image], Preprocessing(spacing=(2.0, 2.0, 2.0)))
+    coarse = sitk.GetArrayViewFromImage(geometry.resampled).shape
+    assert coarse == (4, 4, 4)  # round(9 / 2): the far planes lie beyond the last coarse centre
+    tumour = np.stack([np.zeros(coarse), np.ones(coarse)]).astype(np.float32)  # class 1 everywhere
+    restored = restore_probabilities(tumour, geometry)
+    assert restored.shape == (2, 9, 9, 9)
+    assert (restored.argmax(0) == 1).all()
