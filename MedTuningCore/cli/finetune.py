@@ -26,7 +26,9 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("-o", "--output", help="the new adapter set (.safetensors)")
     p.add_argument("--name", help="set name (default: the output file's stem)")
     p.add_argument("--tuning", default="med_adapter")
-    p.add_argument("--decoder", default="upernet")
+    p.add_argument("--decoder", default="unet_stem",
+                   help="unet_stem (default: light U-Net with a full-resolution image stem), unet, upernet, setr_*, "
+                        "swin_unet")
     p.add_argument("--alpha", type=int, default=6)
     p.add_argument("--slice-size", type=int, default=None, help="in-plane size of training patches and tiles")
     p.add_argument("--epochs", type=int, default=50)
@@ -36,15 +38,23 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
+    p.add_argument("--regions", help="train nested regions as sigmoid outputs (nnU-Net's region training): 'brats' "
+                                     "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first")
+    p.add_argument("--max-minutes", type=float, default=30.0,
+                   help="fit the training schedule into this many minutes, measured on the first epoch "
+                        "(default 30; 0: no limit, run every epoch)")
+    p.add_argument("--foreground-fraction", type=float, default=0.67,
+                   help="share of training patches centred on a voxel of a randomly chosen class (each class "
+                        "equally likely, as nnU-Net oversamples foreground)")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--val-cases", type=int, default=None, help="validation cases (default: 20%%, at least 1)")
     p.add_argument("--val-names", help="validation cases by name, comma-separated (instead of a random split)")
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation: the number of folds")
     p.add_argument("--fold", type=int, default=0, help="with --folds: which fold (0-based) validates")
-    p.add_argument("--augmentation", choices=["paper", "strong"], default="paper",
-                   help="paper: flips, scale and shift; strong: also rotation, scaling, noise, blur, gamma, "
-                        "low resolution and bias field (for a handful of cases)")
+    p.add_argument("--augmentation", choices=["paper", "strong"], default="strong",
+                   help="strong (default, for a handful of cases): flips, rotation, scaling, noise, blur, gamma, "
+                        "low resolution and bias field; paper: flips, scale and shift only")
     p.add_argument("--val-every", type=int, default=1)
     p.add_argument("--early-stop", type=int, default=None, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=0)

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from ..errors import MedTuningError
 from ..io.images import grid_differences, image_suffix, load_case, read_image
+from .prepared import PreparedCase  # noqa: F401  (re-exported: it was defined here)
 from .preprocessing import Preprocessing, preprocess, preprocess_label
 
 
@@ -94,8 +95,8 @@ def nnunet_label_value(source: Path, name: str, value: int | list) -> int:
     values = value if isinstance(value, list) else [value]
     if len(values) != 1:
         raise DatasetError(
-            f"{source}: label {name!r} is a region of the values {values}; region-based training is not "
-            f"supported yet: train on the plain labels, or list them with --labels VALUE:NAME")
+            f"{source}: label {name!r} is a region of the values {values}: list the plain labels with "
+            f"--labels VALUE:NAME and give the regions with --regions NAME=V,V;NAME=V")
     return int(values[0])
 
 
@@ -231,16 +232,6 @@ def describe_problems(problems: list[tuple[str, str]]) -> str:
              for text, names in cases.items()]
     return f"the dataset has {len(parts)} problem(s): " + "; ".join(parts)
 
-
-
-@dataclass
-class PreparedCase:
-    """A case preprocessed for training: network input, class-index labels, spacing."""
-
-    name: str
-    volume: np.ndarray  # float32 [C, D, H, W]
-    label: np.ndarray  # uint8 [D, H, W], class indices
-    spacing: tuple[float, float, float]  # (x, y, z) mm of the preprocessed grid
 
 
 def prepare(case: Case, labels: LabelSpec, spec: Preprocessing, channels: int) -> PreparedCase:

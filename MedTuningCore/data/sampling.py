@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import augmentation
-from .datasets import PreparedCase
+from .prepared import PreparedCase
 
 
 @dataclass

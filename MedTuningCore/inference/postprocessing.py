@@ -13,11 +13,15 @@ import SimpleITK as sitk
 class PostProcessing:
     """Stored as inference defaults in adapter sets.
 
+    keep_largest_foreground: keep only the largest connected component of all labels together
+        (nnU-Net's first post-processing step, chosen by cross-validation there as here: a
+        tumour is one lesion; islands far from it are false positives).
     keep_largest: classes (ids) for which only the largest connected component is kept.
     min_island_mm3: components smaller than this volume are removed (0 keeps all).
     fill_holes: classes whose enclosed background holes are filled.
     """
 
+    keep_largest_foreground: bool = False
     keep_largest: list[int] = field(default_factory=list)
     min_island_mm3: float = 0.0
     fill_holes: list[int] = field(default_factory=list)
@@ -27,7 +31,7 @@ class PostProcessing:
 
     @property
     def active(self) -> bool:
-        return bool(self.keep_largest or self.min_island_mm3 > 0 or self.fill_holes)
+        return bool(self.keep_largest_foreground or self.keep_largest or self.min_island_mm3 > 0 or self.fill_holes)
 
 
 def _components(mask: sitk.Image) -> tuple[sitk.Image, list[int]]:
@@ -43,6 +47,10 @@ def postprocess(labels: sitk.Image, spec: PostProcessing) -> sitk.Image:
         return labels
     array = sitk.GetArrayFromImage(labels)
     voxel_mm3 = float(np.prod(labels.GetSpacing()))
+    if spec.keep_largest_foreground and array.any():
+        mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
+        mask.CopyInformation(labels)
+        array[sitk.GetArrayFromImage(_components(mask)[0]) > 1] = 0
     for cls in [int(c) for c in np.unique(array) if c != 0]:
         mask = sitk.GetImageFromArray((array == cls).astype(np.uint8))
         mask.CopyInformation(labels)

@@ -29,6 +29,7 @@ from ..data.preprocessing import (
     restore_probabilities,
     to_input_grid,
 )
+from ..data.regions import class_probabilities
 from ..errors import InputError
 from ..io.images import load_case
 from ..models import MedTuningModel, build_model
@@ -158,7 +159,7 @@ class Segmenter:
     def predict_preprocessed(self, volume: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
         """Preprocessed [C, D, H, W] -> class probabilities [K, D, H, W] (float32)."""
         logits = self.predictor.predict_logits(volume, progress)
-        return torch.softmax(logits, dim=0).numpy()
+        return class_probabilities(logits, self.model.config.regions is not None).numpy()
 
     def segment_images(self, channels: Sequence[sitk.Image], probabilities: bool = False,
                        progress: ProgressCallback | None = None) -> SegmentationResult:

@@ -130,7 +130,7 @@ class SlidingWindowPredictor:
         from ..models.backbones import backbone_family
 
         cfg = model.config
-        return cls(model, options, cfg.num_classes, tile_size=cfg.img_size, size_multiple=model.size_multiple,
+        return cls(model, options, cfg.num_outputs, tile_size=cfg.img_size, size_multiple=model.size_multiple,
                    window_depth=cfg.reference_depth, flexible_tiles=backbone_family(cfg.backbone) == "vit")
 
     @torch.inference_mode()

@@ -114,6 +114,11 @@ class MedAdapter(Inserted):
         inter_stage: True for the last adapter of a stage (Inter-stage Feature Interaction).
         prev_hidden: bottleneck width of the previous stage's inter-stage adapter.
         downsample: whether the previous stage ran at twice this stage's in-plane size.
+        fourier: keep the 3D FFT global branch (off only for the ablation).
+        zero_init_up: start the up-projection at zero, so the adapter is the identity at
+            step 0 and the frozen features reach the decoder untouched (as LoRA and
+            AdaptFormer start); False keeps PyTorch's default initialisation, as the
+            official code does.
     """
 
     def __init__(
@@ -124,6 +129,8 @@ class MedAdapter(Inserted):
         inter_stage: bool = False,
         prev_hidden: int | None = None,
         downsample: bool = False,
+        fourier: bool = True,
+        zero_init_up: bool = False,
     ) -> None:
         super().__init__()
         hidden = dim // alpha
@@ -131,13 +138,16 @@ class MedAdapter(Inserted):
         self.down = nn.Linear(dim, hidden)
         self.branch3 = DepthwiseSlabConv(hidden, 3)
         self.branch5 = DepthwiseSlabConv(hidden, 5)
-        self.fourier = FourierFilter3d(reference_depth)
+        self.fourier = FourierFilter3d(reference_depth) if fourier else None
         self.mix = nn.Conv3d(hidden, hidden, 1)
         self.inter_stage = inter_stage
         if inter_stage:
             self.align = InterStageAlign(prev_hidden or hidden, hidden, downsample)
             self.fuse = nn.Conv3d(2 * hidden, hidden, 1)
         self.up = nn.Linear(hidden, dim)
+        if zero_init_up:
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
 
     def forward(
         self, x: torch.Tensor, prev_stage: torch.Tensor | None, depth: int
@@ -148,7 +158,8 @@ class MedAdapter(Inserted):
         b = n // depth
         squeezed = F.gelu(self.down(x))  # X' as tokens
         slab = squeezed.view(b, depth, hs, ws, self.hidden).permute(0, 4, 1, 2, 3)
-        h = self.mix(self.branch3(slab) + self.branch5(slab) + self.fourier(slab))
+        local = self.branch3(slab) + self.branch5(slab)
+        h = self.mix(local + self.fourier(slab) if self.fourier is not None else local)
         if self.inter_stage:
             h = self.fuse(torch.cat([h, self.align(prev_stage, h)], dim=1))
             prev_stage = h

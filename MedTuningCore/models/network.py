@@ -36,9 +36,18 @@ class ModelConfig:
     img_size: int = DEFAULT_SLICE_SIZE
     reference_depth: int = DEFAULT_REFERENCE_DEPTH
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Region outputs (data/regions.py): one sigmoid output per nested region, each a list of
+    # training class indices; None for the usual softmax over num_classes classes. A region
+    # model still writes num_classes classes (background and one per region).
+    regions: list[list[int]] | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        """Channels the network outputs: one per region, else one per class."""
+        return len(self.regions) if self.regions else self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "regions" or v is not None}
 
 
 class MedTuningModel(nn.Module):
@@ -76,7 +85,11 @@ class MedTuningModel(nn.Module):
         self.check_input(x)
         b, c, d, h, w = x.shape
         slices = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w)
-        logits = self.decoder(self.backbone(slices, d), (h, w))
+        features = self.backbone(slices, d)
+        if getattr(self.decoder, "uses_image", False):
+            logits = self.decoder(features, (h, w), image=slices)
+        else:
+            logits = self.decoder(features, (h, w))
         return logits.view(b, d, -1, h, w).permute(0, 2, 1, 3, 4)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -115,7 +128,8 @@ def build_model(
 
     Args:
         backbone: a timm `vit_*` or `swin_*` model name.
-        decoder: upernet, setr_naive, setr_pup, setr_mla, unet or swin_unet.
+        decoder: upernet, setr_naive, setr_pup, setr_mla, unet, unet_stem (unet plus a
+            convolutional stem on the slices at full resolution) or swin_unet.
         tuning: full, head, vpt_shallow, vpt_deep, adapter, adaptformer, st_adapter, lora, med_adapter.
         in_channels, num_classes: input channels (modalities) and output classes (incl. background).
         alpha: Med-Adapter bottleneck reduction ratio.
@@ -137,7 +151,8 @@ def build_model(
 
 
 def model_config(backbone: str, decoder: str, tuning: str, in_channels: int, num_classes: int, alpha: int,
-                 img_size: int | None, reference_depth: int, backbone_kwargs: dict[str, Any] | None) -> ModelConfig:
+                 img_size: int | None, reference_depth: int, backbone_kwargs: dict[str, Any] | None,
+                 regions: list[list[int]] | None = None) -> ModelConfig:
     """Fill in defaults: the paper's Swin-UNet configuration and the 128 px slice size."""
     kwargs = dict(backbone_kwargs or {})
     family = backbone_family(backbone)
@@ -146,7 +161,8 @@ def model_config(backbone: str, decoder: str, tuning: str, in_channels: int, num
     if img_size is None:
         probe_patch = int(backbone.split("patch")[1].split("_")[0]) if "patch" in backbone else 16
         img_size = default_slice_size(probe_patch)
-    return ModelConfig(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth, kwargs)
+    return ModelConfig(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth, kwargs,
+                       regions)
 
 
 def prepare_backbone(config: ModelConfig, pretrained: str | None = None,
@@ -168,7 +184,7 @@ def prepare_backbone(config: ModelConfig, pretrained: str | None = None,
 def assemble_model(config: ModelConfig, net: SliceBackbone, pretrained_encoder: bool = False,
                    grad_checkpointing: bool = False) -> MedTuningModel:
     """Decoder + tuning method around a prepared backbone."""
-    head = create_decoder(config.decoder, net, config.num_classes)
+    head = create_decoder(config.decoder, net, config.num_outputs, config.in_channels)
     if pretrained_encoder and hasattr(head, "init_from_encoder"):
         head.init_from_encoder(net)
     apply_tuning(net, config.tuning, config.alpha, config.reference_depth)

@@ -11,7 +11,10 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
   -> ViT 0.008M / 0.092M; Swin 0.001M / 0.029M (Swin prompts are extra keys and values of
   each window's attention; see baselines.PromptedWindowAttention).
 - lora: rank 4, alpha 4, on the query and value projections (not in the paper's tables).
-- med_adapter: one Med-Adapter after every block -> 2.846M, 0.738M at alpha 6.
+- med_adapter: one Med-Adapter after every block -> 2.846M, 0.738M at alpha 6, its
+  up-projection zero-initialised (identity at step 0); med_adapter_paper: the same modules
+  with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
+  ablation's variants without the FFT branch / the inter-stage fusion.
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
@@ -36,13 +39,23 @@ from .baselines import (
 from .inserted import inserted_parameter_ids
 from .med_adapter import DEFAULT_REFERENCE_DEPTH, MedAdapter
 
+#: Med-Adapter variants by name: the keyword arguments each gives MedAdapter. Variants that
+#: differ only in initialisation share one architecture, so their sets load alike.
+MED_ADAPTER_VARIANTS: dict[str, dict[str, bool]] = {
+    "med_adapter": {"zero_init_up": True},
+    "med_adapter_paper": {"zero_init_up": False},
+    "med_adapter_no_fft": {"zero_init_up": True, "fourier": False},
+    "med_adapter_no_fusion": {"zero_init_up": True, "fusion": False},
+}
 TUNING_METHODS = (
-    "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora", "med_adapter",
+    "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora",
+    *MED_ADAPTER_VARIANTS,
 )
 VPT_TOKENS = 10
 
 
-def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int) -> None:
+def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int, fourier: bool = True,
+                        fusion: bool = True, zero_init_up: bool = True) -> None:
     adapters = []
     stage_hidden: dict[int, int] = {}
     for info in backbone.block_info:
@@ -54,8 +67,8 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
         # a stage before it (half the channels, twice the grid for Swin).
         prev = stage_hidden.get(info.stage - 1, hidden // 2 if hierarchical else hidden)
         adapters.append(MedAdapter(
-            info.dim, alpha, reference_depth, inter_stage=info.ends_stage,
-            prev_hidden=prev, downsample=hierarchical,
+            info.dim, alpha, reference_depth, inter_stage=fusion and info.ends_stage,
+            prev_hidden=prev, downsample=hierarchical, fourier=fourier, zero_init_up=zero_init_up,
         ))
     backbone.post_block = nn.ModuleList(adapters)
 
@@ -78,8 +91,8 @@ def apply_tuning(backbone: SliceBackbone, method: str, alpha: int = 6,
     """Insert the modules of `method` into `backbone` (in place)."""
     if method not in TUNING_METHODS:
         raise ModelConfigError(f"unknown tuning method {method!r}; choose one of: {', '.join(TUNING_METHODS)}")
-    if method == "med_adapter":
-        insert_med_adapters(backbone, alpha, reference_depth)
+    if method in MED_ADAPTER_VARIANTS:
+        insert_med_adapters(backbone, alpha, reference_depth, **MED_ADAPTER_VARIANTS[method])
     elif method == "st_adapter":
         backbone.pre_block = nn.ModuleList(STAdapter(i.dim, i.dim // 2) for i in backbone.block_info)
     elif method in ("vpt_shallow", "vpt_deep"):

@@ -22,7 +22,7 @@ from .manifest import Manifest
 def config_from_manifest(manifest: Manifest) -> ModelConfig:
     m = manifest.model
     return model_config(m.backbone, m.decoder, m.tuning, m.in_channels, m.num_classes, m.alpha, m.img_size,
-                        m.reference_depth, m.backbone_kwargs or {})
+                        m.reference_depth, m.backbone_kwargs or {}, m.regions)
 
 
 class SetLoader:

@@ -89,6 +89,7 @@ class ModelSpec(JsonObject):
     in_channels: int
     num_classes: int
     backbone_kwargs: dict[str, Any] | None = None
+    regions: list[list[int]] | None = None  # sigmoid region outputs (data/regions.py); absent: softmax
 
 
 @dataclass

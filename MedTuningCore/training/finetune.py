@@ -21,6 +21,7 @@ import numpy as np
 
 from ..data.datasets import DatasetError, LabelSpec, load_dataset, prepare, validate
 from ..data.preprocessing import ChannelNormalization, Preprocessing
+from ..data.regions import RegionSpec, output_classes, parse_regions
 from ..errors import InputError
 from ..io.atomic import atomic_path, write_json
 from ..models.med_adapter import DEFAULT_REFERENCE_DEPTH
@@ -44,7 +45,7 @@ class FinetuneConfig:
     channels: str | None = None  # channel names, comma-separated
     name: str | None = None  # set name (default: the output file's stem)
     tuning: str = "med_adapter"
-    decoder: str = "upernet"
+    decoder: str = "unet_stem"
     alpha: int = 6
     slice_size: int | None = None
     epochs: int = 50
@@ -54,13 +55,16 @@ class FinetuneConfig:
     lr: float = 2e-3
     warmup_epochs: int = 2
     ce_weight: float = 1.0  # 0: the paper's Dice only
+    foreground_fraction: float = 0.67  # share of patches centred on a random foreground class
+    regions: str | None = None  # train nested regions as sigmoid outputs: brats | kits | NAME=V,V;NAME=V
+    max_minutes: float = 30.0  # fit the schedule into this time (0: no limit)
     accumulate: int = 1
     grad_checkpointing: bool = False
     val_cases: int | None = None
     val_names: str | None = None
     folds: int | None = None
     fold: int = 0
-    augmentation: str = "paper"  # or "strong", for a handful of cases
+    augmentation: str = "strong"  # or "paper" (flips, scale and shift only)
     val_every: int = 1
     early_stop: int | None = None
     seed: int = 0
@@ -169,6 +173,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
                          "start from")
     if config.from_set and config.backbone:
         raise InputError("start from a set or from a backbone, not both")
+    if not 0.0 <= config.foreground_fraction <= 1.0:
+        raise InputError(f"--foreground-fraction {config.foreground_fraction}: give a share between 0 and 1")
     run_dir = Path(config.run_dir or str(Path(config.output).with_suffix("")) + ".run")
     output = Path(config.output)
     if not output.parent.is_dir():
@@ -199,7 +205,12 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     import torch
 
     torch.manual_seed(config.seed)  # the fresh adapters and decoder: the same start for the same seed
-    model, backbone_sha, preprocessing = build_training_model(config, library, start_set, labels, in_channels)
+    regions = parse_regions(config.regions, labels.values) if config.regions else None
+    model, backbone_sha, preprocessing = build_training_model(config, library, start_set, labels, in_channels,
+                                                              regions)
+    # what the set writes: its labels, or for a region model one class per region
+    out_values, out_names = (output_classes(regions, labels.values, labels.names) if regions
+                             else (labels.values, labels.names))
     log = progress or (lambda e: None)
     log({"event": "progress", "stage": "preparing", "fraction": 0.0})
     prepared = [prepare(c, labels, preprocessing, in_channels) for c in dataset.cases]
@@ -208,10 +219,13 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     training = TrainingConfig(
         epochs=config.epochs, iterations_per_epoch=config.iterations, batch_size=config.batch_size,
         patch=(config.patch_depth, model.config.img_size, model.config.img_size), lr=config.lr,
-        warmup_epochs=config.warmup_epochs, ce_weight=config.ce_weight, accumulate=config.accumulate,
+        warmup_epochs=config.warmup_epochs, ce_weight=config.ce_weight,
+        foreground_fraction=config.foreground_fraction, max_minutes=config.max_minutes or None,
+        accumulate=config.accumulate,
         grad_checkpointing=config.grad_checkpointing, val_every=config.val_every, early_stop=config.early_stop,
         seed=config.seed, device=config.device, augmentation=config.augmentation)
-    trainer = Trainer(model, train, val, training, run_dir, labels.names, progress, config.cancel_file)
+    trainer = Trainer(model, train, val, training, run_dir, regions.names if regions else labels.names, progress,
+                      config.cancel_file)
     if trainer.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
@@ -225,7 +239,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     plot_curves(run_dir, result.history)
     model.load_state_dict(result.best_tensors, strict=False)
     manifest = make_manifest(
-        model, backbone_sha, config.name or output.name.split(".")[0], channel_names, labels.names,
+        model, backbone_sha, config.name or output.name.split(".")[0], channel_names, out_names,
         description=config.description, license=config.license or "unspecified", modality=config.modality,
         preprocessing=preprocessing.to_dict(),
         inference={"overlap": 0.5, "blend": "gaussian", "tta": False},
@@ -234,6 +248,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
             "validation_cases": [prepared[i].name for i in val_idx], "training_cases": [p.name for p in train],
             "epochs": result.epochs_run, "best_epoch": result.best_epoch,
             "date": time.strftime("%Y-%m-%d"), "label_values": labels.values,
+            **({"regions": dict(zip(regions.names, [[labels.values[c - 1] for c in r] for r in regions.classes]))}
+               if regions else {}),
             "started_from": start_set.name if start_set else f"backbone {model.config.backbone}",
             "training": training.to_dict(), "cancelled": result.cancelled,
             "curves": [{k: v for k, v in h.items()} for h in result.history],
@@ -242,14 +258,19 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         metrics={"validation_dice": result.best_dice, "validation_mean_dice": result.best_score}
         if result.best_score is not None else {},
         backbone_source=(start_set.manifest.backbone.source or "") if start_set else "",
-        label_values=labels.values,
+        label_values=out_values,
     )
     save_adapter_set(output, manifest, result.best_tensors)
     return FinetuneOutcome(model, result, output, val, run_dir)
 
 
-def build_training_model(settings: FinetuneConfig, library: Library, start_set, labels: LabelSpec, in_channels: int):
+def build_training_model(settings: FinetuneConfig, library: Library, start_set, labels: LabelSpec, in_channels: int,
+                         regions: RegionSpec | None = None):
     """(model, backbone SHA-256, preprocessing) from a starting set or a bare backbone."""
+    if start_set is not None and (regions or start_set.manifest.model.regions):
+        raise InputError(f"fine-tuning {'from a region set' if start_set.manifest.model.regions else 'regions'} "
+                         f"with --from is not supported yet: start from the backbone (--backbone "
+                         f"{start_set.backbone_name}) with --regions")
     if start_set is not None:
         config = config_from_manifest(start_set.manifest)
         if config.in_channels != in_channels:
@@ -274,8 +295,10 @@ def build_training_model(settings: FinetuneConfig, library: Library, start_set, 
         record = library.backbones.resolve(settings.backbone, allow_download=True)
     except Exception as error:
         raise InputError(str(error)) from None
-    config = model_config(settings.backbone, settings.decoder, settings.tuning, in_channels, labels.num_classes,
-                          settings.alpha, settings.slice_size, DEFAULT_REFERENCE_DEPTH, None)
+    classes = len(regions.classes) + 1 if regions else labels.num_classes
+    config = model_config(settings.backbone, settings.decoder, settings.tuning, in_channels, classes,
+                          settings.alpha, settings.slice_size, DEFAULT_REFERENCE_DEPTH, None,
+                          regions.classes if regions else None)
     model = assemble_model(config, prepare_backbone(config, str(record.path)), pretrained_encoder=True)
     return model, record.sha256, preprocessing_from(settings, in_channels)
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """1 - mean soft Dice over classes 1..K-1 (no background), pooled over the batch.
+def soft_dice_per_class(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft Dice of each foreground class 1..K-1, pooled over the batch: [K-1].
 
     logits [B, K, D, H, W]; target [B, D, H, W] class indices.
     """
@@ -16,12 +16,41 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     dims = (0, 2, 3, 4)
     intersection = (probs * onehot).sum(dims)
     denominator = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * intersection + smooth) / (denominator + smooth)
-    return 1 - dice.mean()
+    return (2 * intersection + smooth) / (denominator + smooth)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 - mean soft Dice over classes 1..K-1 (no background)."""
+    return 1 - soft_dice_per_class(logits, target, smooth).mean()
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0) -> torch.Tensor:
-    loss = soft_dice_loss(logits, target)
+    return segmentation_loss_terms(logits, target, ce_weight)[0]
+
+
+def segmentation_loss_terms(logits: torch.Tensor, target: torch.Tensor,
+                            ce_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss, each foreground class's Dice loss 1 - Dice_c, detached): the second is what
+    the trainer logs per class, to see which classes the model is failing on."""
+    dice = soft_dice_per_class(logits, target)
+    loss = 1 - dice.mean()
     if ce_weight:
         loss = loss + ce_weight * F.cross_entropy(logits.float(), target)
-    return loss
+    return loss, (1 - dice).detach()
+
+
+def region_loss_terms(logits: torch.Tensor, target: torch.Tensor, classes: list[list[int]],
+                      ce_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sigmoid region outputs (data/regions.py): soft Dice of each region plus binary
+    cross-entropy (weighted by `ce_weight`), as nnU-Net trains BraTS regions. Returns the loss
+    and each region's Dice loss, detached."""
+    from ..data.regions import region_targets
+
+    regions = region_targets(target, classes)
+    probs = torch.sigmoid(logits.float())
+    dims = (0, 2, 3, 4)
+    dice = (2 * (probs * regions).sum(dims) + 1e-5) / (probs.sum(dims) + regions.sum(dims) + 1e-5)
+    loss = 1 - dice.mean()
+    if ce_weight:
+        loss = loss + ce_weight * F.binary_cross_entropy_with_logits(logits.float(), regions)
+    return loss, (1 - dice).detach()

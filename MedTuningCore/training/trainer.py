@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data.datasets import PreparedCase
+from ..data.prepared import PreparedCase
+from ..data.regions import class_probabilities, region_dice
 from ..data.sampling import SamplingOptions, training_batch
 from ..evaluation.metrics import dice_per_class
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
@@ -41,7 +42,7 @@ from ..models import MedTuningModel
 from ..progress import ProgressCallback
 from ..sets.adapter_set import tuned_state
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from .losses import segmentation_loss
+from .losses import region_loss_terms, segmentation_loss_terms
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TrainingConfig:
     foreground_fraction: float = 0.33
     augmentation: str = "paper"  # "strong" for a handful of cases (see augmentation.py)
     val_overlap: float = 0.25
+    max_minutes: float | None = None  # fit the schedule into this time (see Trainer.fit_to_time_budget)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +198,7 @@ class Trainer:
         self.best_dice: dict[str, float] = {}
         self.best_tensors: dict[str, torch.Tensor] = {}  # kept in memory only without validation
         self.stale = 0
+        self.seconds_trained = 0.0  # over all sessions of a resumed run, for the time budget
 
     # -- persistence ------------------------------------------------------------------
     @property
@@ -209,7 +212,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "history": self.history, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_dice": self.best_dice, "stale": self.stale,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "seconds_trained": self.seconds_trained,
+                "epochs_planned": self.config.epochs}
 
     def save(self) -> None:
         if self.rank == 0:
@@ -223,6 +227,9 @@ class Trainer:
         self.history = state["history"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_dice, self.stale = state["best_dice"], state["stale"]
+        self.seconds_trained = float(state.get("seconds_trained", 0.0))
+        # a schedule shortened by the time budget stays shortened, so the run resumes exactly
+        self.config.epochs = min(self.config.epochs, int(state.get("epochs_planned", self.config.epochs)))
 
     # -- the loop ---------------------------------------------------------------------
     def seed_epoch(self, epoch: int) -> np.random.Generator:
@@ -242,14 +249,17 @@ class Trainer:
         try:
             while self.epoch < self.config.epochs and not cancelled:
                 rng = self.seed_epoch(self.epoch)
+                epoch_start = time.perf_counter()
                 self.network.train()
-                losses = []
+                losses, class_losses = [], []
                 for it in range(steps):
                     if stop:
                         cancelled = True
                         break
                     t = time.perf_counter()
-                    losses.append(self.train_step(rng, sampling, self.epoch * steps + it, steps))
+                    loss, per_class = self.train_step(rng, sampling, self.epoch * steps + it, steps)
+                    losses.append(loss)
+                    class_losses.append(per_class)
                     step_seconds += time.perf_counter() - t
                     step_count += 1
                     step, total = self.epoch * steps + it + 1, self.config.epochs * steps
@@ -259,12 +269,15 @@ class Trainer:
                 if cancelled:
                     break
                 record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
-                          "lr": self.optimizer.param_groups[0]["lr"]}
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "class_dice_loss": dict(zip(self.label_names, np.mean(class_losses, axis=0).tolist()))}
                 if self.val_cases and (self.epoch + 1) % self.config.val_every == 0:
                     record["val_dice"] = self.validate()
                     self.consider_best(record)
                 self.history.append(record)
                 self.epoch += 1
+                self.seconds_trained += time.perf_counter() - epoch_start
+                self.fit_to_time_budget()
                 if not self.val_cases:  # nothing to choose by: the last epoch is the best
                     self.best_epoch, self.best_tensors = self.epoch - 1, tuned_state(self.model)
                 self.save()
@@ -285,10 +298,29 @@ class Trainer:
             peak_memory_mb=peak_memory_mb(self.device), best_tensors=best,
         )
 
-    def train_step(self, rng: np.random.Generator, sampling: SamplingOptions, step: int, steps: int) -> float:
+    def fit_to_time_budget(self) -> None:
+        """Shorten the schedule when the remaining epochs (training and validation, at the mean
+        cost of the epochs so far) would overrun `max_minutes`. The cosine decay is recomputed
+        for the new length, so the last epoch still ends at a low learning rate; the change is
+        reported once and kept in the checkpoint."""
+        if not self.config.max_minutes or self.epoch >= self.config.epochs:
+            return
+        per_epoch = self.seconds_trained / max(self.epoch, 1)
+        remaining = self.config.max_minutes * 60 - self.seconds_trained
+        affordable = self.epoch + int(remaining // per_epoch) if per_epoch > 0 else self.config.epochs
+        if affordable < self.config.epochs:
+            self.progress({"event": "warning", "message": (
+                f"time budget of {self.config.max_minutes:g} min: training {affordable} epochs instead of "
+                f"{self.config.epochs} ({per_epoch:.0f} s per epoch here); give --max-minutes 0 for no limit, "
+                f"or a GPU")})
+            self.config.epochs = max(affordable, self.epoch)
+
+    def train_step(self, rng: np.random.Generator, sampling: SamplingOptions, step: int,
+                   steps: int) -> tuple[float, np.ndarray]:
+        """One optimiser step: (the loss, each foreground class's soft-Dice loss)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, step, steps)
-        total = 0.0
+        total, per_class = 0.0, 0.0
         self.optimizer.zero_grad(set_to_none=True)
         for _ in range(self.config.accumulate):
             x, y = training_batch(self.train_cases, self.config.batch_size, sampling, rng)
@@ -296,11 +328,14 @@ class Trainer:
             y = torch.from_numpy(y).to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = self.network(x)
-            loss = segmentation_loss(logits, y, self.config.ce_weight) / self.config.accumulate
-            loss.backward()
-            total += float(loss.detach())
+            regions = getattr(self.model.config, "regions", None)
+            loss, class_loss = (region_loss_terms(logits, y, regions, self.config.ce_weight) if regions
+                                else segmentation_loss_terms(logits, y, self.config.ce_weight))
+            (loss / self.config.accumulate).backward()
+            total += float(loss.detach()) / self.config.accumulate
+            per_class = per_class + class_loss.cpu().numpy() / self.config.accumulate
         self.optimizer.step()
-        return total
+        return total, per_class
 
     # -- validation and the best epoch ------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -336,13 +371,15 @@ class Trainer:
 
 def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
                     device: torch.device | str = "cpu") -> list[float]:
-    """Mean Dice per foreground class of sliding-window predictions on preprocessed cases."""
+    """Mean Dice per foreground class (per region, for a region model) of sliding-window
+    predictions on preprocessed cases."""
     predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=str(device), overlap=overlap))
-    classes = model.config.num_classes
+    regions = model.config.regions
     per_case = []
     for case in cases:
-        pred = predictor.predict_logits(case.volume).argmax(0).numpy()
-        per_case.append(dice_per_class(pred, case.label, classes))
+        pred = class_probabilities(predictor.predict_logits(case.volume), regions is not None).argmax(0).numpy()
+        per_case.append(region_dice(pred, case.label, regions) if regions
+                        else dice_per_class(pred, case.label, model.config.num_classes))
     return list(np.mean(per_case, axis=0))
 
 

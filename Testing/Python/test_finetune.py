@@ -331,3 +331,25 @@ def test_compare_tabulates_methods_over_folds(tiny_setup, tmp_path, capsys):
         assert json.loads((tmp_path / "cmp" / f"{method}.fold0.run" / "run.json").read_text())["augmentation"] \
             == "strong"
     assert "| med_adapter |" in capsys.readouterr().out
+
+
+def test_a_foreground_share_outside_0_to_1_is_refused_before_anything_runs(tmp_path):
+    from MedTuningCore import FinetuneConfig, finetune
+    from MedTuningCore.errors import InputError
+
+    config = FinetuneConfig(data=str(tmp_path / "none"), output=str(tmp_path / "x.safetensors"),
+                            backbone="vit_tiny_patch16_224", foreground_fraction=1.5)
+    with pytest.raises(InputError, match="--foreground-fraction 1.5"):
+        finetune(config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_sets_default_to_the_cross_validated_recipe():
+    """The defaults chosen by the BraTS cross-validation (docs/results/recipe_cv.md)."""
+    from MedTuningCore import FinetuneConfig
+    from MedTuningCore.cli.finetune import finetune_arguments
+
+    config, cli = FinetuneConfig(), finetune_arguments([])
+    for key, value in {"decoder": "unet_stem", "tuning": "med_adapter", "augmentation": "strong",
+                       "foreground_fraction": 0.67, "max_minutes": 30.0}.items():
+        assert getattr(config, key) == value == getattr(cli, key), key

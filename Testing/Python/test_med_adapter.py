@@ -92,3 +92,38 @@ def test_first_stage_alignment_of_zeros_is_its_bias():
     like = torch.randn(1, 16, 4, 3, 3)
     direct = adapter.align.conv(torch.zeros(1, 8, 4, 6, 6))
     torch.testing.assert_close(adapter.align(None, like), direct)
+
+
+def test_variants_differ_only_where_their_names_say():
+    """med_adapter and med_adapter_paper share one architecture (their sets load alike); the
+    ablation's variants drop the FFT branch or the inter-stage fusion."""
+    from MedTuningCore.models import build_model
+
+    def adapters(tuning):
+        net = build_model(backbone="vit_tiny_patch16_224", decoder="unet", tuning=tuning, in_channels=1,
+                          num_classes=2, img_size=32, reference_depth=8)
+        return net, [m for m in net.modules() if isinstance(m, MedAdapter)]
+
+    default, default_adapters = adapters("med_adapter")
+    paper, paper_adapters = adapters("med_adapter_paper")
+    assert {k: v.shape for k, v in default.state_dict().items()} == {k: v.shape for k, v in paper.state_dict().items()}
+    assert all(not a.up.weight.any() and not a.up.bias.any() for a in default_adapters)
+    assert all(a.up.weight.any() for a in paper_adapters)
+    _, no_fft = adapters("med_adapter_no_fft")
+    assert all(a.fourier is None for a in no_fft) and len(no_fft) == len(default_adapters)
+    _, no_fusion = adapters("med_adapter_no_fusion")
+    assert not any(a.inter_stage for a in no_fusion)
+    assert sum(a.inter_stage for a in default_adapters) == 4  # the 4 stage ends of a 12-block ViT
+
+
+def test_adapter_without_fft_still_mixes_slices():
+    adapter = MedAdapter(24, alpha=4, reference_depth=8, fourier=False)
+    torch.nn.init.normal_(adapter.up.weight)
+    x = torch.randn(5, 2, 2, 24)  # 5 slices of 2 x 2 tokens
+    y = x.clone()
+    y[4] += 1.0
+    adapter.eval()
+    with torch.no_grad():
+        a, _ = adapter(x, None, 5)
+        b, _ = adapter(y, None, 5)
+    assert not torch.allclose(a[3], b[3])  # the depth-wise convolutions reach the neighbour

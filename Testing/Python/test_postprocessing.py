@@ -55,3 +55,18 @@ def test_fill_holes():
 def test_nothing_to_do_returns_the_input():
     image = label_image(base())
     assert postprocess(image, PostProcessing()) is image
+
+
+def test_keep_largest_foreground_keeps_the_lesion_with_all_its_classes():
+    """One lesion of two touching classes stays whole; islands of any class elsewhere go."""
+    a = np.zeros((10, 20, 20), np.uint8)
+    a[2:8, 2:10, 2:10] = 2  # the lesion: edema ...
+    a[4:6, 4:8, 4:8] = 4  # ... with enhancing tumour inside it
+    a[2:4, 15:17, 15:17] = 4  # a far island of the inner class
+    a[8, 18, 18] = 2  # and a speck of the outer one
+    out = sitk.GetArrayFromImage(postprocess(label_image(a), PostProcessing(keep_largest_foreground=True)))
+    lesion = np.zeros_like(a)
+    lesion[2:8, 2:10, 2:10] = a[2:8, 2:10, 2:10]
+    np.testing.assert_array_equal(out, lesion)
+    empty = postprocess(label_image(np.zeros_like(a)), PostProcessing(keep_largest_foreground=True))
+    assert not sitk.GetArrayFromImage(empty).any()  # nothing found stays nothing, no error

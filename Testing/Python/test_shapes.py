@@ -48,15 +48,34 @@ def test_vit_accepts_other_multiples_of_the_patch_size():
 
 
 def test_slab_mixing_along_depth():
-    """Slices are not processed independently: changing one slice changes its neighbours."""
-    model = build_model(backbone="vit_small_patch14_dinov2", decoder="setr_naive", in_channels=1, num_classes=2,
-                        img_size=28, reference_depth=8).eval()
+    """Slices are not processed independently: changing one slice changes its neighbours
+    (with the official initialisation; the default variant starts as the identity, below)."""
+    model = build_model(backbone="vit_small_patch14_dinov2", decoder="setr_naive", tuning="med_adapter_paper",
+                        in_channels=1, num_classes=2, img_size=28, reference_depth=8).eval()
     x = torch.randn(1, 1, 5, 28, 28)
     y = x.clone()
     y[:, :, 4] += 1.0
     with torch.no_grad():
         a, b = model(x), model(y)
     assert not torch.allclose(a[:, :, 3], b[:, :, 3])
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
+def test_default_med_adapter_leaves_the_frozen_features_untouched_at_step_0(backbone):
+    """The zero-initialised up-projection makes every adapter the identity before training,
+    so the decoder first sees exactly the pretrained features; the paper's does not."""
+    size = 32 if backbone.startswith("vit") else 64
+    x = torch.randn(1, 3, 4, size, size)
+    for tuning, identity in (("med_adapter", True), ("med_adapter_paper", False)):
+        model = build_model(backbone=backbone, decoder="unet", tuning=tuning, in_channels=3, num_classes=2,
+                            img_size=size, reference_depth=8).eval()
+        slices = x.permute(0, 2, 1, 3, 4).reshape(4, 3, size, size)
+        with torch.no_grad():
+            adapted = model.backbone(slices, 4).stage_outputs
+            model.backbone.post_block = None  # the same frozen network without the adapters
+            plain = model.backbone(slices, 4).stage_outputs
+        same = all(torch.equal(a, p) for a, p in zip(adapted, plain))
+        assert same == identity, tuning
 
 
 @pytest.mark.parametrize(

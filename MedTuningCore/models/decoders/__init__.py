@@ -9,6 +9,7 @@ from ..backbones import SliceBackbone
 from .setr import SETRMLADecoder, SETRNaiveDecoder, SETRPUPDecoder
 from .swin_unet import SwinUNetDecoder
 from .unet import LightUNetDecoder
+from .unet_stem import StemUNetDecoder
 from .upernet import UPerNetDecoder
 
 DECODERS: dict[str, type[nn.Module]] = {
@@ -17,13 +18,16 @@ DECODERS: dict[str, type[nn.Module]] = {
     "setr_pup": SETRPUPDecoder,
     "setr_mla": SETRMLADecoder,
     "unet": LightUNetDecoder,
+    "unet_stem": StemUNetDecoder,
     "swin_unet": SwinUNetDecoder,
 }
 
 
-def create_decoder(name: str, backbone: SliceBackbone, num_classes: int) -> nn.Module:
+def create_decoder(name: str, backbone: SliceBackbone, num_classes: int, in_channels: int) -> nn.Module:
     if name not in DECODERS:
         raise ModelConfigError(f"unknown decoder {name!r}; choose one of: {', '.join(DECODERS)}")
+    if getattr(DECODERS[name], "uses_image", False):  # it also reads the slices themselves
+        return DECODERS[name](backbone, num_classes, in_channels)
     return DECODERS[name](backbone, num_classes)
 
 

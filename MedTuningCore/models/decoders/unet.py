@@ -23,12 +23,16 @@ class LightUNetDecoder(nn.Module):
         self.reduce = nn.ModuleList(nn.Conv2d(wi, wo, 1) for wi, wo in zip(widths[:-1], widths[1:]))
         self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
 
-    def forward(self, features: BackboneFeatures, out_size: tuple[int, int]) -> torch.Tensor:
+    def features(self, features: BackboneFeatures) -> torch.Tensor:
+        """The last refined map (widths[-1] channels), before the classifier."""
         taps = features.stage_outputs[::-1]
         x = self.project[0](taps[0])
         for i, refine in enumerate(self.refine):
             x = self.reduce[i](F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
             skip = resize_to(self.project[i + 1](taps[i + 1]), x)
             x = refine(torch.cat([x, skip], dim=1))
-        logits = self.classifier(x)
+        return x
+
+    def forward(self, features: BackboneFeatures, out_size: tuple[int, int]) -> torch.Tensor:
+        logits = self.classifier(self.features(features))
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

@@ -1,0 +1,114 @@
+"""Region-based training: overlapping structures as independent sigmoid outputs.
+
+BraTS scores whole tumour (WT = 1+2+3+4), tumour core (TC = 1+3+4) and enhancing tumour
+(ET = 4), not the labels themselves; nnU-Net trains such regions directly, one sigmoid output
+each (Isensee et al. 2021, "nnU-Net for Brain Tumor Segmentation"). The regions must be
+nested, each inside the one before, as BraTS's and KiTS's are: then a voxel's classes follow
+from its region probabilities (background = not in the first; class i = in region i but not
+in region i+1), which lets everything after the network (restoring, merging, probability
+maps, the label map) keep working on class probabilities.
+
+A class made by two regions' difference may gather several label values (TC minus ET is
+necrosis and non-enhancing tumour): it is written with the first of them and named after all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+#: nnU-Net's BraTS regions and KiTS's, by label value
+REGION_PRESETS: dict[str, dict[str, list[int]]] = {
+    "brats": {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]},
+    "kits": {"kidney": [1, 2], "tumour": [2]},
+}
+
+
+@dataclass
+class RegionSpec:
+    """Nested regions over training class indices (1 .. K-1 of the label map after preparing)."""
+
+    names: list[str]
+    classes: list[list[int]]  # region i = these class indices
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise InputError("give at least one region")
+        for i, (outer, inner) in enumerate(zip(self.classes, self.classes[1:])):
+            if not set(inner) < set(outer):
+                raise InputError(
+                    f"region {self.names[i + 1]!r} must lie strictly inside {self.names[i]!r} (regions are "
+                    f"nested, largest first, as BraTS's WT, TC, ET)")
+
+
+def parse_regions(text: str, label_values: list[int]) -> RegionSpec:
+    """'brats', 'kits' or 'NAME=V,V;NAME=V' (label values) -> a RegionSpec over class indices,
+    for a label list whose class i has value label_values[i - 1]."""
+    if text in REGION_PRESETS:
+        by_value = REGION_PRESETS[text]
+    else:
+        by_value = {}
+        for item in filter(None, text.split(";")):
+            name, _, values = item.partition("=")
+            try:
+                by_value[name.strip()] = [int(v) for v in values.split(",")]
+            except ValueError:
+                raise InputError(f"--regions {text!r}: expected 'brats', 'kits' or NAME=V,V;NAME=V") from None
+    index = {value: i + 1 for i, value in enumerate(label_values)}
+    unknown = sorted({v for values in by_value.values() for v in values} - set(index))
+    if unknown:
+        raise InputError(f"--regions {text!r}: label values {unknown} are not among the labels {label_values}")
+    return RegionSpec(list(by_value), [sorted(index[v] for v in values) for values in by_value.values()])
+
+
+def output_classes(spec: RegionSpec, label_values: list[int], label_names: list[str]) -> tuple[list[int], list[str]]:
+    """The classes a region model writes (value, name): each region minus the next one."""
+    values, names = [], []
+    for i, region in enumerate(spec.classes):
+        inner = set(spec.classes[i + 1]) if i + 1 < len(spec.classes) else set()
+        own = [c for c in region if c not in inner]
+        values.append(label_values[own[0] - 1])
+        names.append("+".join(label_names[c - 1] for c in own))
+    return values, names
+
+
+def region_targets(target: torch.Tensor, classes: list[list[int]]) -> torch.Tensor:
+    """Class indices [B, D, H, W] -> float region masks [B, R, D, H, W]."""
+    lookup = torch.zeros(len(classes), int(target.max().item()) + 1 if target.numel() else 1,
+                         device=target.device)
+    for r, region in enumerate(classes):
+        lookup[r, [c for c in region if c < lookup.shape[1]]] = 1.0
+    return lookup[:, target].permute(1, 0, *range(2, target.dim() + 1))
+
+
+def nested_class_probabilities(region_probabilities: torch.Tensor) -> torch.Tensor:
+    """Sigmoid region probabilities [R, ...] -> class probabilities [R + 1, ...] summing to 1.
+    Each region's probability is capped by the one before (a voxel cannot be more likely in
+    the inner region than in the outer one that contains it)."""
+    capped = torch.cummin(region_probabilities, dim=0).values
+    outer = torch.cat([torch.ones_like(capped[:1]), capped])
+    inner = torch.cat([capped, torch.zeros_like(capped[:1])])
+    return outer - inner
+
+
+def class_probabilities(outputs: torch.Tensor, regions: bool) -> torch.Tensor:
+    """[K, ...] class probabilities from a model's blended outputs (channels first): softmax,
+    or for a region model its sigmoid region probabilities turned into nested classes."""
+    if regions:
+        return nested_class_probabilities(torch.sigmoid(outputs))
+    return torch.softmax(outputs, dim=0)
+
+
+def region_dice(output_classes: np.ndarray, label: np.ndarray, classes: list[list[int]]) -> list[float]:
+    """Dice of each region (1 when both are empty, as BraTS) between a region model's output
+    classes (region i is every output class >= i) and a map of training class indices."""
+    scores = []
+    for i, region in enumerate(classes, start=1):
+        p, r = output_classes >= i, np.isin(label, region)
+        total = int(p.sum() + r.sum())
+        scores.append(1.0 if total == 0 else 2.0 * float((p & r).sum()) / total)
+    return scores

@@ -1,0 +1,72 @@
+"""Fine-tuning within a time budget (`--max-minutes`, 30 by default): after an epoch the
+schedule is shortened so that the remaining epochs fit, the cosine decay still ends at the
+new last epoch, the change is reported, and a resumed run keeps the shortened schedule.
+Also the per-class Dice loss the trainer logs each epoch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from MedTuningCore.data.prepared import PreparedCase
+from MedTuningCore.models import build_model
+from MedTuningCore.training.trainer import Trainer, TrainingConfig, learning_rate
+
+LABELS = ["inner", "outer"]
+
+
+def cases() -> list[PreparedCase]:
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(1, 6, 32, 32)).astype(np.float32)
+    label = np.zeros((6, 32, 32), np.uint8)
+    label[:, 8:24, 8:24] = 2
+    label[:, 12:20, 12:20] = 1
+    volume[0][label > 0] += 2.0
+    return [PreparedCase("a", volume, label, (1.0, 1.0, 1.0))]
+
+
+def trainer(tmp_path, max_minutes, epochs=6) -> tuple[Trainer, list]:
+    events = []
+    model = build_model(backbone="vit_tiny_patch16_224", decoder="unet", in_channels=1, num_classes=3,
+                        img_size=32, reference_depth=8)
+    config = TrainingConfig(epochs=epochs, iterations_per_epoch=2, batch_size=1, patch=(4, 32, 32),
+                            warmup_epochs=0, device="cpu", max_minutes=max_minutes)
+    return Trainer(model, cases(), [], config, tmp_path / "run", LABELS, events.append), events
+
+
+def test_the_schedule_shrinks_to_the_budget_and_says_so(tmp_path):
+    run, events = trainer(tmp_path, max_minutes=1e-9)  # any epoch overruns it
+    result = run.fit()
+    assert result.epochs_run == 1 and run.config.epochs == 1
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "instead of 6" in warnings[0] and "--max-minutes 0" in warnings[0]
+    # the decay was recomputed for one epoch: its last step ran at half the rate, where the
+    # six-epoch schedule would still have been at 98 %
+    assert learning_rate(run.config, 1, 2) == pytest.approx(0.5 * run.config.lr)
+    assert learning_rate(replace(run.config, epochs=6), 1, 2) > 0.95 * run.config.lr
+
+
+def test_no_budget_runs_every_epoch(tmp_path):
+    run, events = trainer(tmp_path, max_minutes=None, epochs=2)
+    assert run.fit().epochs_run == 2
+    assert not [e for e in events if e["event"] == "warning"]
+
+
+def test_a_resumed_run_keeps_the_shortened_schedule(tmp_path):
+    run, _ = trainer(tmp_path, max_minutes=1e-9)
+    run.fit()
+    again, _ = trainer(tmp_path, max_minutes=1e-9)
+    assert again.config.epochs == 6
+    again.resume()
+    assert again.config.epochs == 1 and again.epoch == 1
+    assert again.seconds_trained == pytest.approx(run.seconds_trained)
+    assert again.fit().epochs_run == 1  # nothing left to train
+
+
+def test_history_logs_each_class_dice_loss(tmp_path):
+    run, _ = trainer(tmp_path, max_minutes=None, epochs=1)
+    record = run.fit().history[0]
+    assert set(record["class_dice_loss"]) == set(LABELS)
+    assert all(0.0 <= v <= 1.0 for v in record["class_dice_loss"].values())
