@@ -521,6 +521,9 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
                 "--run-dir", str(job.runner_dir / "run"), "--val-cases", "1" if len(rows) > 1 else "0"]
         kind, _, name = (startFrom or f"backbone:{DEFAULT_BACKBONE}").partition(":")
         args += ["--from", name] if kind == "set" else ["--backbone", name]
+        # the core fits its schedule into the budget (its learning rate decays by the end);
+        # the job's deadline stays as the hard stop, keeping the best epoch
+        args += ["--max-minutes", str(timeBudgetMinutes or 0)]
         if timeBudgetMinutes:
             job.deadline_minutes = timeBudgetMinutes
         job.plot = jobs.TrainingPlot(plotWidget) if plotWidget is not None else None

@@ -45,19 +45,24 @@ class RegionSpec:
                     f"nested, largest first, as BraTS's WT, TC, ET)")
 
 
-def parse_regions(text: str, label_values: list[int]) -> RegionSpec:
-    """'brats', 'kits' or 'NAME=V,V;NAME=V' (label values) -> a RegionSpec over class indices,
-    for a label list whose class i has value label_values[i - 1]."""
+def regions_by_value(text: str) -> dict[str, list[int]]:
+    """'brats', 'kits' or 'NAME=V,V;NAME=V' -> {name: label values}, in the order given."""
     if text in REGION_PRESETS:
-        by_value = REGION_PRESETS[text]
-    else:
-        by_value = {}
-        for item in filter(None, text.split(";")):
-            name, _, values = item.partition("=")
-            try:
-                by_value[name.strip()] = [int(v) for v in values.split(",")]
-            except ValueError:
-                raise InputError(f"--regions {text!r}: expected 'brats', 'kits' or NAME=V,V;NAME=V") from None
+        return REGION_PRESETS[text]
+    regions = {}
+    for item in filter(None, text.split(";")):
+        name, _, values = item.partition("=")
+        try:
+            regions[name.strip()] = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise InputError(f"--regions {text!r}: expected 'brats', 'kits' or NAME=V,V;NAME=V") from None
+    return regions
+
+
+def parse_regions(text: str, label_values: list[int]) -> RegionSpec:
+    """Nested regions given as `regions_by_value` reads them -> a RegionSpec over class
+    indices, for a label list whose class i has value label_values[i - 1]."""
+    by_value = regions_by_value(text)
     index = {value: i + 1 for i, value in enumerate(label_values)}
     unknown = sorted({v for values in by_value.values() for v in values} - set(index))
     if unknown:

@@ -12,11 +12,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.datasets import load_dataset
+from ..data.regions import REGION_PRESETS, regions_by_value
 from ..errors import InputError
 from ..inference.segmenter import Segmenter
 from ..io.atomic import write_csv, write_json
 from ..io.images import read_image
-from .metrics import REGION_PRESETS, case_metrics, summarise
+from .metrics import case_metrics, summarise
 from .montage import blend, grey, write_png
 
 PathLike = str | os.PathLike
@@ -51,18 +52,10 @@ def evaluate(set_spec: str, data: PathLike, *, regions: str | None = None, cases
 
 
 def parse_regions(text: str | None, label_values: list[int]) -> dict[str, list[int]]:
+    """The regions to report: as given, or BraTS's for BraTS-like labels, else none."""
     if text is None:
         return REGION_PRESETS["brats"] if set(label_values) == {1, 2, 3, 4} else {}
-    if text in REGION_PRESETS:
-        return REGION_PRESETS[text]
-    regions = {}
-    for item in filter(None, text.split(";")):
-        name, _, values = item.partition("=")
-        try:
-            regions[name.strip()] = [int(v) for v in values.split(",")]
-        except ValueError:
-            raise InputError(f"--regions {text!r}: expected NAME=V,V;NAME=V") from None
-    return regions
+    return regions_by_value(text)
 
 
 def evaluate_cases(segmenter: Segmenter, cases: list, labels: dict[str, int], regions: dict[str, list[int]],

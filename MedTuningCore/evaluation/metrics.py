@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..data.regions import REGION_PRESETS  # noqa: F401  (the regions evaluate defaults to)
-
 
 def surface(mask: np.ndarray) -> np.ndarray:
     """Foreground voxels with a 6-neighbour outside the mask (or on the image border)."""

@@ -123,6 +123,7 @@ def build_model(
     grad_checkpointing: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
     backbone_state: dict[str, torch.Tensor] | None = None,
+    regions: list[list[int]] | None = None,
 ) -> MedTuningModel:
     """Create a Med-Tuning model.
 
@@ -142,9 +143,11 @@ def build_model(
         backbone_state: weights of the backbone's timm module taken from another model
             (`backbone_state`); they are shared, not copied, so several adapter sets
             in one process hold the backbone in memory once.
+        regions: nested regions as lists of class indices, one sigmoid output each
+            (data/regions.py); num_classes is then len(regions) + 1.
     """
     config = model_config(backbone, decoder, tuning, in_channels, num_classes, alpha, img_size, reference_depth,
-                          backbone_kwargs)
+                          backbone_kwargs, regions)
     net = prepare_backbone(config, pretrained, backbone_state)
     return assemble_model(config, net, pretrained_encoder=bool(pretrained) or backbone_state is not None,
                           grad_checkpointing=grad_checkpointing)

@@ -186,6 +186,9 @@ def test_finetune_from_scene_cases_and_cancel_keeps_the_best_epoch(module, scene
     no_hidden_errors()
     job = module.widget._job
     assert job is not None and job.runner_dir.parent == library_home / "runs"
+    # no time budget set: the core must not shorten the schedule to its own 30-minute default
+    max_minutes = job.runner.args[job.runner.args.index("--max-minutes") + 1]
+    assert max_minutes == "0"
 
     def an_epoch_ended() -> bool:
         return any(e.get("event") == "epoch" for e in job.runner.state.events)

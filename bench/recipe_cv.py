@@ -1,0 +1,585 @@
+"""Few-case recipe search by cross-validation on the 4 shared BraTS cases (issue 13).
+
+Each experiment is trained once per fold (leave one case out: 4 folds over 4 cases) for a
+fixed number of steps with the same seed, with no validation during training (nothing is
+chosen on the held-out case, so its figures are test figures within the 4 cases); the
+held-out case is then segmented and scored on its native 1 mm grid, the prediction restored
+as `medtuning segment` restores it (linear resampling of probabilities, same origin).
+
+Three stages with plain files between them, so the heavy one runs on a bare GPU node:
+
+    # here (needs SimpleITK and the library's backbone):
+    python bench/recipe_cv.py prepare --work .gpu
+    # on the GPU node (needs torch, timm, safetensors; monai for the CNN baseline):
+    python bench/recipe_cv.py run --work .gpu --out OUT --plan gpu --device cuda --jobs 15
+    # here again: the table, and adapter sets from the kept tensors
+    python bench/recipe_cv.py report OUT/results.json
+    python bench/recipe_cv.py package OUT/brats-final.safetensors ...
+
+The backbone travels as float16 (the transfer limit is 64 MiB; the training runs in bf16
+autocast, which rounds the weights further anyway); the sets are packaged here against the
+exact float32 backbone, and the kept folds are re-scored here with `medtuning evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BRATS = ROOT.parent / "shared" / "data" / "brats2013"
+CASES = ["pat0003", "pat0004", "pat0005", "pat0006"]
+LABELS = ["necrosis", "edema", "non-enhancing", "enhancing"]
+REGIONS = {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}
+BACKBONE = "vit_small_patch14_dinov2"
+SPACINGS = (2.0, 1.5)
+
+
+@dataclass
+class Experiment:
+    """One candidate: model and training settings, run on every fold."""
+
+    name: str
+    steps: int
+    decoder: str = "unet_stem"
+    tuning: str = "med_adapter"
+    spacing: float = 1.5
+    slice_size: int = 126
+    alpha: int = 6
+    lr: float = 2e-3
+    foreground_fraction: float = 0.67
+    ce_weight: float = 1.0
+    augmentation: str = "strong"
+    batch_size: int = 2
+    patch_depth: int = 32
+    folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    keep: bool = False  # bring the tuned tensors back (to package and re-score them here)
+    model: str = "medtuning"  # or "segresnet" (MONAI, from scratch)
+    regions: str | None = None  # e.g. "brats": WT, TC, ET as sigmoid outputs (data/regions.py)
+
+    def tag(self, fold: int | None) -> str:
+        return f"{self.name}.fold{fold}" if fold is not None else f"{self.name}.all"
+
+
+def gpu_plan() -> list[Experiment]:
+    """The GPU run: the recipe candidates, the Med-Adapter ablation and the 8 methods at one
+    short budget; the chosen recipe at a longer budget, and the final sets on all cases."""
+    short = 250
+    plan = [Experiment("recipe-long", 1000, keep=True)]
+    plan.append(Experiment("final-brats", 1000, folds=[], keep=True))
+    for method in ("med_adapter", "full", "head", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora"):
+        plan.append(Experiment(f"method-{method}", short, tuning=method))
+    plan += [
+        Experiment("ablation-paper-init", short, tuning="med_adapter_paper"),
+        Experiment("ablation-no-fft", short, tuning="med_adapter_no_fft"),
+        Experiment("ablation-no-fusion", short, tuning="med_adapter_no_fusion"),
+        Experiment("ablation-alpha12", short, alpha=12),
+        Experiment("ablation-lr5e-4", short, lr=5e-4),
+        Experiment("decoder-unet", short, decoder="unet"),
+        Experiment("regions-brats", short, regions="brats"),
+        Experiment("recipe-old", short, decoder="unet", spacing=2.0, slice_size=112, foreground_fraction=0.33),
+        Experiment("cnn-segresnet", short, model="segresnet", patch_depth=64, slice_size=64),
+    ]
+    return plan
+
+
+def smoke_plan() -> list[Experiment]:
+    """A few steps of each kind, to check the whole chain on a CPU before a GPU run."""
+    return [Experiment("smoke-stem", 2, folds=[0], keep=True, batch_size=1, patch_depth=8),
+            Experiment("smoke-regions", 2, folds=[0], regions="brats", batch_size=1, patch_depth=8),
+            Experiment("smoke-final", 2, folds=[], keep=True, batch_size=1, patch_depth=8),
+            Experiment("smoke-cnn", 2, folds=[0], model="segresnet", batch_size=1, patch_depth=32, slice_size=32)]
+
+
+def final_plan() -> list[Experiment]:
+    """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
+    return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
+
+
+PLANS = {"gpu": gpu_plan, "final": final_plan, "smoke": smoke_plan}
+
+
+# -- stage 1: prepare (here) -------------------------------------------------------------
+def prepare(work: Path) -> None:
+    """Preprocessed cases at each spacing, the native-grid labels, the backbone in float16."""
+    import torch
+    from safetensors.torch import load_file, save
+
+    from MedTuningCore.data.datasets import Case, LabelSpec
+    from MedTuningCore.data.datasets import prepare as prepare_case
+    from MedTuningCore.data.prepared import PreparedCase, save_prepared
+    from MedTuningCore.data.preprocessing import ChannelNormalization, Preprocessing
+    from MedTuningCore.sets.library import Library
+
+    labels = LabelSpec([1, 2, 3, 4], LABELS)
+    for name in CASES:
+        folder = BRATS / name
+        case = Case(name, [str(folder / "Flair_subtrMeanDivStd.nii.gz"), str(folder / "T1c_subtrMeanDivStd.nii.gz")],
+                    str(folder / "OTMultiClass.nii.gz"))
+        for spacing in (*SPACINGS, None):
+            spec = Preprocessing(spacing=(spacing,) * 3 if spacing else None,
+                                 normalization=[ChannelNormalization("zscore")] * 2)
+            prepared = prepare_case(case, labels, spec, 2)
+            sub = work / (f"sp{spacing}" if spacing else "native")
+            sub.mkdir(parents=True, exist_ok=True)
+            if spacing is None:  # only the reference labels, on the grid predictions are restored to
+                prepared = PreparedCase(name, np.zeros((1, 1, 1, 1), np.float32), prepared.label, prepared.spacing)
+            save_prepared(prepared, sub / f"{name}.npz")
+    record = Library(None).backbones.resolve(BACKBONE, allow_download=False)
+    state = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(record.path).items()}
+    with gzip.open(work / "backbone_fp16.safetensors.gz", "wb", compresslevel=6) as f:
+        f.write(save(state))
+    (work / "backbone.json").write_text(json.dumps({"name": BACKBONE, "sha256": record.sha256}))
+    print(f"prepared {len(CASES)} cases at {SPACINGS} mm and the backbone in {work}")
+
+
+# -- stage 2: run (GPU node) ---------------------------------------------------------------
+def load_cases(work: Path, spacing: float) -> dict[str, Any]:
+    from MedTuningCore.data.prepared import load_prepared
+
+    return {name: load_prepared(work / f"sp{spacing}" / f"{name}.npz") for name in CASES}
+
+
+def build_network(exp: Experiment, weights: Path):
+    if exp.model == "segresnet":
+        from monai.networks.nets import SegResNet
+
+        # 16 initial filters, as the issue's baseline (MONAI's defaults otherwise)
+        return SegResNet(spatial_dims=3, in_channels=2, out_channels=5, init_filters=16)
+    from MedTuningCore.data.regions import parse_regions
+    from MedTuningCore.models.network import build_model
+
+    regions = parse_regions(exp.regions, [1, 2, 3, 4]).classes if exp.regions else None
+    return build_model(BACKBONE, exp.decoder, exp.tuning, in_channels=2, num_classes=len(regions) + 1 if regions else 5,
+                       alpha=exp.alpha, img_size=exp.slice_size, pretrained=str(weights), regions=regions)
+
+
+class VolumeModel:
+    """What the trainer needs from a model other than Med-Tuning's (the CNN baseline)."""
+
+    @staticmethod
+    def wrap(net, slice_size: int):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+                self.config = type("Config", (), {"img_size": slice_size, "num_classes": 5, "tuning": "full"})()
+
+            def forward(self, x):
+                return self.net(x)
+
+            def set_grad_checkpointing(self, enable: bool = True) -> None:
+                pass
+
+        return Wrapped()
+
+
+def predict_probabilities(model, exp: Experiment, volume: np.ndarray, device: str):
+    """Softmax probabilities [K, D, H, W] on the preprocessed grid."""
+    import torch
+
+    if exp.model == "segresnet":
+        from monai.inferers import sliding_window_inference
+
+        model.eval()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            x = torch.from_numpy(volume)[None].to(device)
+            roi = (exp.patch_depth, exp.slice_size, exp.slice_size)
+            logits = sliding_window_inference(x, roi, 4, model, overlap=0.5, mode="gaussian")[0]
+        return torch.softmax(logits.float(), 0)
+    from MedTuningCore.data.regions import class_probabilities
+    from MedTuningCore.inference.sliding_window import InferenceOptions, SlidingWindowPredictor
+
+    predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=device, overlap=0.5))
+    outputs = predictor.predict_logits(volume).float()
+    return class_probabilities(outputs, model.config.regions is not None).to(device)
+
+
+def restore_to_native(probabilities, spacing: float, native_shape: tuple[int, int, int], native_spacing: float):
+    """Linear resampling onto the native grid (same origin: native voxel j sits at continuous
+    index j * native_spacing / spacing), the nearest value past the border, as
+    preprocessing.restore_probabilities."""
+    import torch
+    import torch.nn.functional as F
+
+    sizes = probabilities.shape[1:]
+    axes = [torch.arange(n, device=probabilities.device, dtype=torch.float32) * native_spacing / spacing
+            for n in native_shape]
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack([2 * xx / (sizes[2] - 1) - 1, 2 * yy / (sizes[1] - 1) - 1, 2 * zz / (sizes[0] - 1) - 1], -1)
+    out = F.grid_sample(probabilities[None], grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0]
+
+
+def scores(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float) -> dict[str, Any]:
+    from MedTuningCore.evaluation.metrics import dice_per_class
+
+    per_class = dice_per_class(prediction, reference, 5)
+    regions = {}
+    for region, values in REGIONS.items():
+        p, r = np.isin(prediction, values), np.isin(reference, values)
+        denominator = p.sum() + r.sum()
+        regions[region] = 1.0 if denominator == 0 else float(2 * (p & r).sum() / denominator)
+    volumes = {name: {"predicted_ml": float((prediction == v).sum() * voxel_ml),
+                      "true_ml": float((reference == v).sum() * voxel_ml)} for v, name in enumerate(LABELS, 1)}
+    return {"dice": dict(zip(LABELS, map(float, per_class))), "regions": regions, "volumes": volumes}
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one experiment on one fold (or on all cases) and score the held-out case."""
+    import torch
+    from safetensors.torch import save_file
+
+    from MedTuningCore.data.prepared import load_prepared
+    from MedTuningCore.sets.adapter_set import tuned_state
+    from MedTuningCore.training.trainer import Trainer, TrainingConfig
+
+    torch.set_num_threads(1)
+    exp, fold, work, out = Experiment(**spec["experiment"]), spec["fold"], Path(spec["work"]), Path(spec["out"])
+    cases = load_cases(work, exp.spacing)
+    held_out = CASES[fold] if fold is not None else None
+    train = [c for n, c in cases.items() if n != held_out]
+    torch.manual_seed(0)
+    net = build_network(exp, Path(spec["weights"]))
+    model = VolumeModel.wrap(net, exp.slice_size) if exp.model == "segresnet" else net
+    iterations = 50
+    config = TrainingConfig(epochs=max(1, exp.steps // iterations), iterations_per_epoch=min(iterations, exp.steps),
+                            batch_size=exp.batch_size, patch=(exp.patch_depth, exp.slice_size, exp.slice_size),
+                            lr=exp.lr, warmup_epochs=1 if exp.steps >= 2 * iterations else 0, ce_weight=exp.ce_weight,
+                            foreground_fraction=exp.foreground_fraction, augmentation=exp.augmentation, seed=0,
+                            device=spec["device"])
+    tag = exp.tag(fold)
+    trainer = Trainer(model, train, [], config, out / "runs" / tag, LABELS, cancel_file=spec["cancel_file"])
+    if exp.model == "segresnet":  # the baseline's optimiser, as the issue's recipe: AdamW 2e-3
+        trainer.optimizer = torch.optim.AdamW(trainer.params, lr=exp.lr, weight_decay=1e-5)
+    result = trainer.fit()
+    model.load_state_dict(result.best_tensors, strict=False)
+    record: dict[str, Any] = {
+        "experiment": exp.name, "fold": fold, "held_out": held_out, "settings": spec["experiment"],
+        "steps_done": result.epochs_run * config.iterations_per_epoch, "stopped_early": result.cancelled,
+        "seconds": result.seconds, "seconds_per_step": result.seconds_per_step,
+        "peak_memory_mb": result.peak_memory_mb, "parameters": parameter_counts(model),
+        "curves": result.history, "device": device_name(spec["device"]),
+    }
+    if held_out is not None:
+        native = load_prepared(work / "native" / f"{held_out}.npz")
+        probabilities = predict_probabilities(model, exp, cases[held_out].volume, spec["device"])
+        restored = restore_to_native(probabilities, exp.spacing, native.label.shape, native.spacing[0])
+        prediction = restored.argmax(0).cpu().numpy().astype(np.uint8)
+        if exp.regions:  # output classes -> the label values they are written as
+            from MedTuningCore.data.regions import output_classes, parse_regions
+
+            values, _ = output_classes(parse_regions(exp.regions, [1, 2, 3, 4]), [1, 2, 3, 4], LABELS)
+            prediction = np.array([0, *values], np.uint8)[prediction]
+        record.update(scores(prediction, native.label, float(np.prod(native.spacing)) / 1000))
+    if exp.keep and exp.model != "segresnet":
+        save_file({k: v.contiguous() for k, v in tuned_state(model).items()}, str(out / f"{tag}.safetensors"))
+    return record
+
+
+def parameter_counts(model) -> dict[str, int]:
+    if hasattr(model, "parameter_counts"):
+        return model.parameter_counts()
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params), "tuned": sum(p.numel() for p in params if p.requires_grad),
+            "inserted": 0}
+
+
+def device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s: float) -> None:
+    """Every (experiment, fold) as its own process, `jobs` at a time, longest first; at
+    `budget_s` the running jobs are told to stop (cancel file) and still score what they have."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "jobs").mkdir(exist_ok=True)
+    weights = work / "backbone_fp32.safetensors"
+    if not weights.exists():
+        import torch
+        from safetensors.torch import load, save_file
+
+        with gzip.open(work / "backbone_fp16.safetensors.gz", "rb") as f:
+            state = load(f.read())
+        save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}, str(weights))
+    cancel = out / "STOP"
+    queue = [(exp, fold) for exp in sorted(PLANS[plan](), key=lambda e: -e.steps)
+             for fold in (exp.folds or [None])]
+    start, running, done, never_started = time.time(), [], [], []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    while queue or running:
+        while queue and len(running) < jobs and not cancel.exists():
+            exp, fold = queue.pop(0)
+            spec = {"experiment": exp.__dict__, "fold": fold, "work": str(work), "out": str(out),
+                    "weights": str(weights), "device": device, "cancel_file": str(cancel)}
+            spec_path = out / "jobs" / f"{exp.tag(fold)}.json"
+            spec_path.write_text(json.dumps(spec))
+            log = open(out / "jobs" / f"{exp.tag(fold)}.log", "w")  # noqa: SIM115 (the child writes to it)
+            running.append((exp.tag(fold), subprocess.Popen(
+                [sys.executable, __file__, "job", str(spec_path)], stdout=log, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(2)
+        if time.time() - start > budget_s and not cancel.exists():
+            cancel.touch()
+            never_started += [exp.tag(fold) for exp, fold in queue]
+            queue.clear()
+            print(f"[{time.time() - start:.0f} s] budget reached: stopping {len(running)} jobs, "
+                  f"{len(never_started)} never started", flush=True)
+        for tag, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((tag, proc))
+                done.append(tag)
+                print(f"[{time.time() - start:.0f} s] {tag} exit {proc.returncode}", flush=True)
+        collect(out, never_started + [e.tag(f) for e, f in queue])
+    print(f"all done in {time.time() - start:.0f} s", flush=True)
+
+
+def collect(out: Path, never_started: list[str]) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "jobs").glob("*.result.json"))]
+    (out / "results.json").write_text(json.dumps({"rows": rows, "never_started": never_started}, indent=1))
+
+
+def job_main(spec_path: Path) -> None:
+    spec = json.loads(spec_path.read_text())
+    record = run_job(spec)
+    result = spec_path.with_suffix(".result.json")
+    result.write_text(json.dumps(record))
+    print(json.dumps({k: record.get(k) for k in ("experiment", "fold", "regions", "steps_done")}), flush=True)
+
+
+# -- stage 3: report and package (here) ----------------------------------------------------
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per experiment: mean and range over folds of each region's and class's Dice."""
+    table: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.get("fold") is None:
+            continue
+        entry = table.setdefault(row["experiment"], {"folds": [], "rows": []})
+        entry["folds"].append(row["fold"])
+        entry["rows"].append(row)
+    for entry in table.values():
+        for key in ("regions", "dice"):
+            names = entry["rows"][0][key]
+            entry[key] = {n: [r[key][n] for r in entry["rows"]] for n in names}
+    return table
+
+
+def report(results: Path) -> str:
+    data = json.loads(results.read_text())
+    table = summarise(data["rows"])
+    lines = ["| experiment | folds | steps | WT | TC | ET | mean | necrosis | edema | non-enh. | enhancing | "
+             "s/step | peak MB | tuned (M) |", "|" + "---|" * 14]
+
+    def cell(values: list[float]) -> str:
+        return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+    order = sorted(table, key=lambda n: -np.mean([np.mean(v) for v in table[n]["regions"].values()]))
+    for name in order:
+        entry, rows = table[name], table[name]["rows"]
+        mean = np.mean([np.mean(v) for v in entry["regions"].values()])
+        lines.append(
+            f"| {name} | {len(rows)} | {min(r['steps_done'] for r in rows)} | "
+            + " | ".join(cell(entry["regions"][r]) for r in REGIONS) + f" | {100 * mean:.1f} | "
+            + " | ".join(cell(entry["dice"][c]) for c in LABELS)
+            + f" | {np.mean([r['seconds_per_step'] for r in rows]):.3f} | "
+              f"{max(r['peak_memory_mb'] for r in rows):.0f} | {rows[0]['parameters']['tuned'] / 1e6:.3f} |")
+    if data.get("never_started"):
+        lines.append(f"\nNever started (budget): {', '.join(data['never_started'])}")
+    return "\n".join(lines)
+
+
+def package(tensors: Path, results: Path, tag: str, output: Path, name: str, description: str,
+            training_data: str, cv_experiment: str | None = None, postprocessing: dict | None = None,
+            cv_evaluations: list[Path] | None = None) -> None:
+    """An adapter set from tensors trained by `run`, against the exact float32 backbone of the
+    library, with the recipe and the cross-validation figures in its manifest."""
+
+    from safetensors.torch import load_file
+
+    from MedTuningCore.data.preprocessing import ChannelNormalization, Preprocessing
+    from MedTuningCore.models.network import assemble_model, model_config, prepare_backbone
+    from MedTuningCore.sets.adapter_set import load_adapter_set, make_manifest, save_adapter_set
+    from MedTuningCore.sets.library import Library
+
+    shipped = load_adapter_set(ROOT / "Resources" / "AdapterSets" / "brats-glioma.safetensors")
+    terminology = [label.terminology for label in shipped.manifest.task.labels]  # DICOM codes, kept
+    data = json.loads(results.read_text())
+    row = next(r for r in data["rows"] if Experiment(**r["settings"]).tag(r["fold"]) == tag)
+    exp = Experiment(**row["settings"])
+    record = Library(None).backbones.resolve(BACKBONE, allow_download=False)
+    config = model_config(BACKBONE, exp.decoder, exp.tuning, 2, 5, exp.alpha, exp.slice_size, 128, None)
+    model = assemble_model(config, prepare_backbone(config, str(record.path)), pretrained_encoder=True)
+    state = load_file(str(tensors))
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise SystemExit(f"{tensors}: tensors the model does not have: {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+    summary = summarise(data["rows"]).get(cv_experiment or exp.name)
+    cv = ({"folds": len(summary["rows"]), "steps": exp.steps, "scored_by": "the GPU job, without post-processing",
+           "regions_dice_mean": {k: float(np.mean(v)) for k, v in summary["regions"].items()},
+           "regions_dice_per_fold": summary["regions"], "held_out": [r["held_out"] for r in summary["rows"]]}
+          if summary else {})
+    spec = Preprocessing(spacing=(exp.spacing,) * 3, normalization=[ChannelNormalization("zscore")] * 2)
+    training = {"steps": row["steps_done"], "steps_planned": exp.steps, "batch_size": exp.batch_size,
+                "patch": [exp.patch_depth, exp.slice_size, exp.slice_size], "lr": exp.lr, "ce_weight": exp.ce_weight,
+                "foreground_fraction": exp.foreground_fraction, "augmentation": exp.augmentation,
+                "val_overlap": 0.25, "seed": 0}
+    fit = fit_dice(model, spec)
+    if cv_evaluations:  # `medtuning evaluate` of each fold's set on its held-out case: the full pipeline
+        cv["pipeline"] = pipeline_cv(cv_evaluations)
+    manifest = make_manifest(
+        model, record.sha256, name, ["FLAIR", "T1c"], LABELS, description=description,
+        license="CC BY-NC-SA 3.0 (non-commercial, share-alike; inherited from the BraTS 2013 data)",
+        modality="MR FLAIR + T1c (z-scored in the brain)", terminology=terminology,
+        preprocessing=spec.to_dict(), inference={"overlap": 0.5, "blend": "gaussian", "tta": False},
+        postprocessing=postprocessing or {},
+        provenance={"training_data": training_data, "cases": 4 - (row["fold"] is not None),
+                    "training_cases": [c for c in CASES if c != row["held_out"]], "validation_cases": [],
+                    "epochs": row["steps_done"] // 50, "best_epoch": None, "date": time.strftime("%Y-%m-%d"),
+                    "label_values": [1, 2, 3, 4], "started_from": f"backbone {BACKBONE}",
+                    "recipe": {**row["settings"], "command": "python bench/recipe_cv.py run --plan final"},
+                    "training": training, "cancelled": row["stopped_early"],
+                    "stopped": (f"stopped by the GPU lease's time budget after {row['steps_done']} of {exp.steps} "
+                                f"planned steps (the cosine schedule had not reached its end)")
+                    if row["stopped_early"] else "",
+                    "trained_on": row["device"], "backbone_transfer": "float16 copy of the backbone on the GPU "
+                    "(bf16 autocast rounds further); packaged against the exact float32 weights",
+                    "seconds_per_step": row["seconds_per_step"], "peak_memory_mb": row["peak_memory_mb"],
+                    "cross_validation": cv, "curves": row["curves"]},
+        metrics={"cross_validation_regions_dice": cv.get("pipeline", cv).get("regions_dice_mean", {}),
+                 "fit_dice": fit, "fit_case": FIT_CASE},
+        label_values=[1, 2, 3, 4])
+    save_adapter_set(output, manifest, {k: v.contiguous() for k, v in model.state_dict().items()
+                                        if k in state})
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def pipeline_cv(evaluations: list[Path]) -> dict[str, Any]:
+    """Mean region Dice and HD95 over the folds' `medtuning evaluate` JSON files."""
+    per_case = {case: metrics for path in evaluations
+                for case, metrics in json.loads(path.read_text())["cases"].items()}
+    return {"scored_by": "medtuning evaluate on each fold's set (1 mm, with the set's post-processing)",
+            "held_out": sorted(per_case),
+            "regions_dice_per_case": {r: {c: m[r]["dice"] for c, m in per_case.items()} for r in REGIONS},
+            "regions_hd95_per_case": {r: {c: m[r]["hd95"] for c, m in per_case.items()} for r in REGIONS},
+            "regions_dice_mean": {r: float(np.mean([m[r]["dice"] for m in per_case.values()])) for r in REGIONS}}
+
+
+FIT_CASE = "pat0006"  # a training case of the final set: its Dice there measures fit, not accuracy
+
+
+def fit_dice(model, spec) -> dict[str, float]:
+    """Dice per label on FIT_CASE as the trainer validates (recorded, and reproduced by the
+    tests, to show the shipped tensors are the ones trained)."""
+    from MedTuningCore.data.datasets import Case, LabelSpec
+    from MedTuningCore.data.datasets import prepare as prepare_case
+    from MedTuningCore.training.trainer import validation_dice
+
+    folder = BRATS / FIT_CASE
+    case = Case(FIT_CASE, [str(folder / "Flair_subtrMeanDivStd.nii.gz"), str(folder / "T1c_subtrMeanDivStd.nii.gz")],
+                str(folder / "OTMultiClass.nii.gz"))
+    prepared = prepare_case(case, LabelSpec([1, 2, 3, 4], LABELS), spec, 2)
+    model.eval()
+    return dict(zip(LABELS, map(float, validation_dice(model, [prepared], 0.25))))
+
+
+def plot(results: Path, output: Path, prefix: str = "method-") -> None:
+    """Mean region Dice (with the fold range) against tuned parameters, one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarise(json.loads(results.read_text())["rows"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, entry in sorted(table.items()):
+        if not name.startswith(prefix):
+            continue
+        per_fold = np.mean([entry["regions"][r] for r in REGIONS], axis=0)
+        tuned = entry["rows"][0]["parameters"]["tuned"] / 1e6
+        steps = min(r["steps_done"] for r in entry["rows"])
+        if steps == 0:  # never trained (the budget ran out first): nothing to show
+            continue
+        star = name.endswith("med_adapter")
+        ax.errorbar(tuned, 100 * per_fold.mean(), yerr=[[100 * (per_fold.mean() - per_fold.min())],
+                                                         [100 * (per_fold.max() - per_fold.mean())]],
+                    fmt="*" if star else "o", color="tab:red" if star else "tab:blue", capsize=3,
+                    alpha=1.0 if steps >= 250 else 0.4)
+        ax.annotate(name[len(prefix):] + ("" if steps >= 250 else f" ({steps} steps)"), (tuned, 100 * per_fold.mean()),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xscale="log", xlabel="tuned parameters (M)", ylabel="mean Dice of WT, TC, ET (%)",
+           title="BraTS 2013, 4 folds (leave one case out), 250 steps")
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--work", type=Path, default=ROOT / ".gpu")
+    r = sub.add_parser("run")
+    r.add_argument("--work", type=Path, default=ROOT / ".gpu")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--plan", choices=sorted(PLANS), default="gpu")
+    r.add_argument("--device", default="cuda")
+    r.add_argument("--jobs", type=int, default=15)
+    r.add_argument("--budget", type=float, default=420, help="seconds before running jobs are told to stop")
+    j = sub.add_parser("job")
+    j.add_argument("spec", type=Path)
+    t = sub.add_parser("report")
+    t.add_argument("results", type=Path)
+    t.add_argument("--plot", type=Path, help="also draw Dice against tuned parameters into this PNG")
+    k = sub.add_parser("package")
+    k.add_argument("tensors", type=Path)
+    k.add_argument("--results", type=Path, required=True)
+    k.add_argument("--tag", required=True, help="EXPERIMENT.foldN or EXPERIMENT.all")
+    k.add_argument("-o", "--output", type=Path, required=True)
+    k.add_argument("--name", default="brats-glioma")
+    k.add_argument("--postprocessing", type=json.loads, default=None,
+                   help='the set\'s post-processing as JSON, e.g. \'{"keep_largest_foreground": true}\'')
+    k.add_argument("--cv-evaluate", type=Path, nargs="*", default=None,
+                   help="`medtuning evaluate --json` files of the fold sets, for the manifest's figures")
+    k.add_argument("--cv", help="the experiment whose folds give the cross-validation figures (default: the "
+                                "tensors' own)")
+    k.add_argument("--description", default="Glioma sub-regions on brain MRI: necrosis, edema, non-enhancing and "
+                                             "enhancing tumour")
+    k.add_argument("--training-data", default="4 cases of BraTS 2013 (Menze et al. 2015, IEEE TMI; pat0003-pat0006 "
+                                              "as redistributed by deepmedic). Far too few for clinical use.")
+    args = parser.parse_args()
+    if args.stage == "prepare":
+        prepare(args.work)
+    elif args.stage == "run":
+        run_plan(args.work, args.out, args.plan, args.device, args.jobs, args.budget)
+    elif args.stage == "job":
+        job_main(args.spec)
+    elif args.stage == "package":
+        package(args.tensors, args.results, args.tag, args.output, args.name, args.description, args.training_data,
+                args.cv, args.postprocessing, args.cv_evaluate)
+    else:
+        print(report(args.results))
+        if args.plot:
+            plot(args.results, args.plot)
+
+
+if __name__ == "__main__":
+    main()
