@@ -521,11 +521,13 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
                 "--run-dir", str(job.runner_dir / "run"), "--val-cases", "1" if len(rows) > 1 else "0"]
         kind, _, name = (startFrom or f"backbone:{DEFAULT_BACKBONE}").partition(":")
         args += ["--from", name] if kind == "set" else ["--backbone", name]
-        # the core fits its schedule into the budget (its learning rate decays by the end);
-        # the job's deadline stays as the hard stop, keeping the best epoch
+        # The core fits its schedule into the budget from the epochs it has timed, so that
+        # its learning rate has decayed by the end; start-up and reading the cases are not in
+        # that count. The job's deadline, a little later, is the hard stop for an estimate
+        # that runs over: it cancels and keeps the best epoch.
         args += ["--max-minutes", str(timeBudgetMinutes or 0)]
         if timeBudgetMinutes:
-            job.deadline_minutes = timeBudgetMinutes
+            job.deadline_minutes = timeBudgetMinutes * 1.1 + 1
         job.plot = jobs.TrainingPlot(plotWidget) if plotWidget is not None else None
         library = self.library()
         job.start(args)

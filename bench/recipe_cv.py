@@ -1,10 +1,12 @@
 """Few-case recipe search by cross-validation on the 4 shared BraTS cases (issue 13).
 
 Each experiment is trained once per fold (leave one case out: 4 folds over 4 cases) for a
-fixed number of steps with the same seed, with no validation during training (nothing is
-chosen on the held-out case, so its figures are test figures within the 4 cases); the
-held-out case is then segmented and scored on its native 1 mm grid, the prediction restored
-as `medtuning segment` restores it (linear resampling of probabilities, same origin).
+fixed number of steps with the same seed, with no validation during training (no epoch is
+chosen on the held-out case); the held-out case is then segmented and scored on its native
+1 mm grid, the prediction restored as `medtuning segment` restores it (linear resampling of
+probabilities, same origin). The recipe is then chosen among the experiments on these same
+folds, so the chosen row's figures are cross-validation figures of a selection, optimistic
+by as much as the choice was lucky: no case outside the 4 is ever used.
 
 Three stages with plain files between them, so the heavy one runs on a bare GPU node:
 
@@ -245,6 +247,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from MedTuningCore.data.prepared import load_prepared
+    from MedTuningCore.data.regions import parse_regions
     from MedTuningCore.sets.adapter_set import tuned_state
     from MedTuningCore.training.trainer import Trainer, TrainingConfig
 
@@ -263,7 +266,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                             foreground_fraction=exp.foreground_fraction, augmentation=exp.augmentation, seed=0,
                             device=spec["device"])
     tag = exp.tag(fold)
-    trainer = Trainer(model, train, [], config, out / "runs" / tag, LABELS, cancel_file=spec["cancel_file"])
+    names = parse_regions(exp.regions, [1, 2, 3, 4]).names if exp.regions else LABELS
+    trainer = Trainer(model, train, [], config, out / "runs" / tag, names, cancel_file=spec["cancel_file"])
     if exp.model == "segresnet":  # the baseline's optimiser, as the issue's recipe: AdamW 2e-3
         trainer.optimizer = torch.optim.AdamW(trainer.params, lr=exp.lr, weight_decay=1e-5)
     result = trainer.fit()
@@ -425,6 +429,9 @@ def package(tensors: Path, results: Path, tag: str, output: Path, name: str, des
     data = json.loads(results.read_text())
     row = next(r for r in data["rows"] if Experiment(**r["settings"]).tag(r["fold"]) == tag)
     exp = Experiment(**row["settings"])
+    if exp.regions or exp.model != "medtuning":
+        raise SystemExit(f"{tag}: packaging covers the 4-label Med-Tuning models; this one is {exp.model}"
+                         f"{' with regions' if exp.regions else ''}")
     record = Library(None).backbones.resolve(BACKBONE, allow_download=False)
     config = model_config(BACKBONE, exp.decoder, exp.tuning, 2, 5, exp.alpha, exp.slice_size, 128, None)
     model = assemble_model(config, prepare_backbone(config, str(record.path)), pretrained_encoder=True)

@@ -40,8 +40,8 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
     p.add_argument("--regions", help="train nested regions as sigmoid outputs (nnU-Net's region training): 'brats' "
                                      "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first")
-    p.add_argument("--max-minutes", type=float, default=30.0,
-                   help="fit the training schedule into this many minutes, measured on the first epoch "
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="fit the training schedule into this many minutes, re-estimated after every epoch "
                         "(default 30; 0: no limit, run every epoch)")
     p.add_argument("--foreground-fraction", type=float, default=0.67,
                    help="share of training patches centred on a voxel of a randomly chosen class (each class "

@@ -7,6 +7,7 @@ node: nothing here needs SimpleITK.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,13 @@ class PreparedCase:
 
 
 def save_prepared(case: PreparedCase, path: str | Path) -> None:
-    """Write `case` as a compressed .npz (the volume as float16: z-scored intensities keep
-    three significant digits, far finer than MRI noise)."""
+    """Write `case` as a compressed .npz: the volume as float16 where it fits (z-scored
+    intensities keep three significant digits, far finer than MRI noise), else float32 (raw
+    CT numbers and the like)."""
+    fits = np.abs(case.volume).max(initial=0) < 6e4  # float16's largest finite value is 65504
+    volume = case.volume.astype(np.float16 if fits else np.float32)
     with atomic_path(Path(path), ".npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, volume=case.volume.astype(np.float16), label=case.label.astype(np.uint8),
+        np.savez_compressed(f, volume=volume, label=case.label.astype(np.uint8),
                             spacing=np.asarray(case.spacing, dtype=np.float64), name=np.asarray(case.name))
 
 
@@ -40,5 +44,5 @@ def load_prepared(path: str | Path) -> PreparedCase:
         with np.load(path, allow_pickle=False) as data:
             return PreparedCase(str(data["name"]), data["volume"].astype(np.float32), data["label"],
                                 tuple(float(v) for v in data["spacing"]))
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not a preprocessed case ({error}); write one with save_prepared") from None

@@ -49,9 +49,11 @@ def regions_by_value(text: str) -> dict[str, list[int]]:
     """'brats', 'kits' or 'NAME=V,V;NAME=V' -> {name: label values}, in the order given."""
     if text in REGION_PRESETS:
         return REGION_PRESETS[text]
-    regions = {}
+    regions: dict[str, list[int]] = {}
     for item in filter(None, text.split(";")):
         name, _, values = item.partition("=")
+        if name.strip() in regions:
+            raise InputError(f"--regions {text!r}: the region {name.strip()!r} is given twice")
         try:
             regions[name.strip()] = [int(v) for v in values.split(",")]
         except ValueError:
@@ -59,10 +61,18 @@ def regions_by_value(text: str) -> dict[str, list[int]]:
     return regions
 
 
+def nested_groups(regions: list[list[int]]) -> list[list[int]]:
+    """What each class of a region model gathers: region i minus region i+1."""
+    inner_of = [*regions[1:], []]
+    return [[v for v in region if v not in inner] for region, inner in zip(regions, inner_of)]
+
+
 def parse_regions(text: str, label_values: list[int]) -> RegionSpec:
     """Nested regions given as `regions_by_value` reads them -> a RegionSpec over class
     indices, for a label list whose class i has value label_values[i - 1]."""
     by_value = regions_by_value(text)
+    if text in REGION_PRESETS:  # BraTS 2018+ has no label 3: a preset keeps the values present
+        by_value = {name: [v for v in values if v in label_values] for name, values in by_value.items()}
     index = {value: i + 1 for i, value in enumerate(label_values)}
     unknown = sorted({v for values in by_value.values() for v in values} - set(index))
     if unknown:
@@ -72,22 +82,19 @@ def parse_regions(text: str, label_values: list[int]) -> RegionSpec:
 
 def output_classes(spec: RegionSpec, label_values: list[int], label_names: list[str]) -> tuple[list[int], list[str]]:
     """The classes a region model writes (value, name): each region minus the next one."""
-    values, names = [], []
-    for i, region in enumerate(spec.classes):
-        inner = set(spec.classes[i + 1]) if i + 1 < len(spec.classes) else set()
-        own = [c for c in region if c not in inner]
-        values.append(label_values[own[0] - 1])
-        names.append("+".join(label_names[c - 1] for c in own))
-    return values, names
+    groups = nested_groups(spec.classes)
+    return ([label_values[own[0] - 1] for own in groups],
+            ["+".join(label_names[c - 1] for c in own) for own in groups])
 
 
 def region_targets(target: torch.Tensor, classes: list[list[int]]) -> torch.Tensor:
-    """Class indices [B, D, H, W] -> float region masks [B, R, D, H, W]."""
-    lookup = torch.zeros(len(classes), int(target.max().item()) + 1 if target.numel() else 1,
-                         device=target.device)
+    """Class indices [B, D, H, W] -> float region masks [B, R, D, H, W]. Classes in no region
+    (and so beyond the table) are outside every region."""
+    size = max(max(region) for region in classes) + 1
+    lookup = torch.zeros(len(classes), size + 1, device=target.device)  # the last column: outside
     for r, region in enumerate(classes):
-        lookup[r, [c for c in region if c < lookup.shape[1]]] = 1.0
-    return lookup[:, target].permute(1, 0, *range(2, target.dim() + 1))
+        lookup[r, region] = 1.0
+    return lookup[:, target.clamp(max=size)].permute(1, 0, *range(2, target.dim() + 1))
 
 
 def nested_class_probabilities(region_probabilities: torch.Tensor) -> torch.Tensor:
@@ -98,6 +105,17 @@ def nested_class_probabilities(region_probabilities: torch.Tensor) -> torch.Tens
     outer = torch.cat([torch.ones_like(capped[:1]), capped])
     inner = torch.cat([capped, torch.zeros_like(capped[:1])])
     return outer - inner
+
+
+def nested_labels(class_probabilities: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """The class of each voxel from nested class probabilities [R + 1, ...], as nnU-Net paints
+    regions: the number of regions whose probability exceeds 0.5 (region i's probability is
+    the sum of the classes >= i). Argmax would differ where an inner region is likelier than
+    not but its class is not the likeliest one."""
+    inner = class_probabilities[1:]
+    if isinstance(inner, np.ndarray):
+        return (np.cumsum(inner[::-1], axis=0)[::-1] > 0.5).sum(axis=0).astype(np.uint8)
+    return (torch.flip(torch.cumsum(torch.flip(inner, (0,)), 0), (0,)) > 0.5).sum(0)
 
 
 def class_probabilities(outputs: torch.Tensor, regions: bool) -> torch.Tensor:
@@ -111,9 +129,6 @@ def class_probabilities(outputs: torch.Tensor, regions: bool) -> torch.Tensor:
 def region_dice(output_classes: np.ndarray, label: np.ndarray, classes: list[list[int]]) -> list[float]:
     """Dice of each region (1 when both are empty, as BraTS) between a region model's output
     classes (region i is every output class >= i) and a map of training class indices."""
-    scores = []
-    for i, region in enumerate(classes, start=1):
-        p, r = output_classes >= i, np.isin(label, region)
-        total = int(p.sum() + r.sum())
-        scores.append(1.0 if total == 0 else 2.0 * float((p & r).sum()) / total)
-    return scores
+    from ..evaluation.metrics import dice
+
+    return [dice(output_classes >= i, np.isin(label, region)) for i, region in enumerate(classes, start=1)]

@@ -31,6 +31,8 @@ def compare(methods: list[str], base: FinetuneConfig, out: str | Path, folds: in
     unknown = [m for m in methods if m not in TUNING_METHODS]
     if unknown:
         raise InputError(f"unknown methods {unknown}; choose from {', '.join(TUNING_METHODS)}")
+    if base.max_minutes is None:  # a time budget would cut the slower methods shorter: unless asked,
+        base = replace(base, max_minutes=0)  # every method runs its whole schedule
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     library = Library(base.library)

@@ -12,11 +12,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.datasets import load_dataset
-from ..data.regions import REGION_PRESETS, regions_by_value
+from ..data.regions import REGION_PRESETS, nested_groups, regions_by_value
 from ..errors import InputError
 from ..inference.segmenter import Segmenter
 from ..io.atomic import write_csv, write_json
 from ..io.images import read_image
+from ..sets.manifest import Manifest
 from .metrics import case_metrics, summarise
 from .montage import blend, grey, write_png
 
@@ -36,6 +37,13 @@ def evaluate(set_spec: str, data: PathLike, *, regions: str | None = None, cases
     manifest = segmenter.adapter_set.manifest
     labels = manifest.task.values_by_name()
     region_values = parse_regions(regions, list(labels.values()))
+    trained = trained_regions(manifest)
+    if trained:  # a region set: score its regions, and each class on all the values it gathers
+        region_values = region_values if regions else trained
+        for label, group in zip(manifest.task.labels, nested_groups(list(trained.values()))):
+            if len(group) > 1:
+                del labels[label.name]
+                region_values[label.name] = group
     dataset = load_dataset(data, read_labels=False)  # the labels come from the set
     chosen = [c for c in dataset.cases if not cases or c.name in cases]
     if not chosen:
@@ -49,6 +57,18 @@ def evaluate(set_spec: str, data: PathLike, *, regions: str | None = None, cases
     if report_dir:
         write_table(report_dir / "metrics.csv", per_case)
     return document
+
+
+def trained_regions(manifest: Manifest) -> dict[str, list[int]]:
+    """A region set's regions by label value, in the model's (nested) order; {} for other sets.
+    The model stores them as class indices; the provenance names them (its JSON keys may have
+    been reordered) and gives each class's label value."""
+    indices, provenance = manifest.model.regions, manifest.provenance
+    if not indices or "label_values" not in provenance:
+        return {}
+    values = [[provenance["label_values"][c - 1] for c in region] for region in indices]
+    names = {tuple(sorted(v)): name for name, v in provenance.get("regions", {}).items()}
+    return {names.get(tuple(sorted(v)), f"region {i + 1}"): v for i, v in enumerate(values)}
 
 
 def parse_regions(text: str | None, label_values: list[int]) -> dict[str, list[int]]:

@@ -51,7 +51,8 @@ def postprocess(labels: sitk.Image, spec: PostProcessing) -> sitk.Image:
         mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
         mask.CopyInformation(labels)
         array[sitk.GetArrayFromImage(_components(mask)[0]) > 1] = 0
-    for cls in [int(c) for c in np.unique(array) if c != 0]:
+    per_class = spec.keep_largest or spec.min_island_mm3 > 0 or spec.fill_holes
+    for cls in [int(c) for c in np.unique(array) if c != 0] if per_class else []:
         mask = sitk.GetImageFromArray((array == cls).astype(np.uint8))
         mask.CopyInformation(labels)
         components, sizes = _components(mask)

@@ -29,7 +29,7 @@ from ..data.preprocessing import (
     restore_probabilities,
     to_input_grid,
 )
-from ..data.regions import class_probabilities
+from ..data.regions import class_probabilities, nested_labels
 from ..errors import InputError
 from ..io.images import load_case
 from ..models import MedTuningModel, build_model
@@ -201,7 +201,8 @@ class Segmenter:
     def _restore(self, probs: np.ndarray, geometry: CaseGeometry, want_probabilities: bool):
         table = self.class_values()
         restored = restore_probabilities(probs, geometry)
-        classes = restored.argmax(axis=0).astype(np.uint8)
+        classes = (nested_labels(restored) if self.model.config.regions is not None
+                   else restored.argmax(axis=0).astype(np.uint8))
         labels = to_input_grid(table[classes] if table is not None else classes, geometry)
         if not want_probabilities:
             return labels, None

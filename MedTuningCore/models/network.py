@@ -47,7 +47,7 @@ class ModelConfig:
         return len(self.regions) if self.regions else self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "regions" or v is not None}
+        return asdict(self)
 
 
 class MedTuningModel(nn.Module):
@@ -131,7 +131,8 @@ def build_model(
         backbone: a timm `vit_*` or `swin_*` model name.
         decoder: upernet, setr_naive, setr_pup, setr_mla, unet, unet_stem (unet plus a
             convolutional stem on the slices at full resolution) or swin_unet.
-        tuning: full, head, vpt_shallow, vpt_deep, adapter, adaptformer, st_adapter, lora, med_adapter.
+        tuning: full, head, vpt_shallow, vpt_deep, adapter, adaptformer, st_adapter, lora, med_adapter
+            (and its variants med_adapter_paper, med_adapter_no_fft, med_adapter_no_fusion).
         in_channels, num_classes: input channels (modalities) and output classes (incl. background).
         alpha: Med-Adapter bottleneck reduction ratio.
         img_size: in-plane slice size; default 128 px rounded to a patch multiple.

@@ -55,7 +55,7 @@ VPT_TOKENS = 10
 
 
 def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int, fourier: bool = True,
-                        fusion: bool = True, zero_init_up: bool = True) -> None:
+                        fusion: bool = True, zero_init_up: bool = False) -> None:
     adapters = []
     stage_hidden: dict[int, int] = {}
     for info in backbone.block_info:

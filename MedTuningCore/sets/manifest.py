@@ -155,6 +155,8 @@ class Manifest(JsonObject):
             found.append("task.channels does not match model.in_channels")
         if len(self.task.labels) != self.model.num_classes - 1:
             found.append("task.labels must list every class but the background")
+        if self.model.regions is not None and len(self.model.regions) + 1 != self.model.num_classes:
+            found.append("model.regions must give one region per class but the background")
         if self.model.backbone != self.backbone.name:
             found.append("model.backbone and backbone.name differ")
         return found

@@ -32,6 +32,9 @@ from ..sets.library import Library
 from ..sets.loader import SetLoader, config_from_manifest
 from .trainer import Trainer, TrainingConfig, write_history
 
+#: A new user's run, with no options, ends within this many minutes (see Trainer.fit_to_time_budget)
+DEFAULT_MAX_MINUTES = 30.0
+
 
 @dataclass
 class FinetuneConfig:
@@ -57,7 +60,7 @@ class FinetuneConfig:
     ce_weight: float = 1.0  # 0: the paper's Dice only
     foreground_fraction: float = 0.67  # share of patches centred on a random foreground class
     regions: str | None = None  # train nested regions as sigmoid outputs: brats | kits | NAME=V,V;NAME=V
-    max_minutes: float = 30.0  # fit the schedule into this time (0: no limit)
+    max_minutes: float | None = None  # fit the schedule into this time; None: DEFAULT_MAX_MINUTES; 0: no limit
     accumulate: int = 1
     grad_checkpointing: bool = False
     val_cases: int | None = None
@@ -149,6 +152,11 @@ class FinetuneOutcome:
     run_dir: Path
 
 
+#: What runs written before these options existed trained with: their run.json lacks the keys,
+#: and a resumed run must continue as it started, not with today's defaults.
+LEGACY_DEFAULTS: dict[str, Any] = {"foreground_fraction": 0.33, "max_minutes": 0.0, "regions": None}
+
+
 def resume(run_dir: str | Path, progress: ProgressCallback | None = None,
            cancel_file: str | None = None) -> FinetuneOutcome | None:
     """Continue the run in `run_dir` exactly where it stopped (its run.json says the rest)."""
@@ -159,7 +167,7 @@ def resume(run_dir: str | Path, progress: ProgressCallback | None = None,
         raise InputError(f"{run_dir}: not a fine-tuning run to resume (its run.json cannot be read: {error}); "
                          f"give the folder an earlier `medtuning finetune` wrote (OUTPUT.run, or its --run-dir)"
                          ) from None
-    config = FinetuneConfig.from_dict({**saved, "run_dir": str(run_dir),
+    config = FinetuneConfig.from_dict({**LEGACY_DEFAULTS, **saved, "run_dir": str(run_dir),
                                        "cancel_file": cancel_file or saved.get("cancel_file")})
     return finetune(config, progress, resuming=True)
 
@@ -220,7 +228,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         epochs=config.epochs, iterations_per_epoch=config.iterations, batch_size=config.batch_size,
         patch=(config.patch_depth, model.config.img_size, model.config.img_size), lr=config.lr,
         warmup_epochs=config.warmup_epochs, ce_weight=config.ce_weight,
-        foreground_fraction=config.foreground_fraction, max_minutes=config.max_minutes or None,
+        foreground_fraction=config.foreground_fraction,
+        max_minutes=(DEFAULT_MAX_MINUTES if config.max_minutes is None else config.max_minutes) or None,
         accumulate=config.accumulate,
         grad_checkpointing=config.grad_checkpointing, val_every=config.val_every, early_stop=config.early_stop,
         seed=config.seed, device=config.device, augmentation=config.augmentation)

@@ -13,10 +13,13 @@ def soft_dice_per_class(logits: torch.Tensor, target: torch.Tensor, smooth: floa
     """
     probs = torch.softmax(logits.float(), dim=1)[:, 1:]
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    return soft_dice(probs, onehot, smooth)
+
+
+def soft_dice(probs: torch.Tensor, targets: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft Dice of each channel of [B, C, D, H, W] probabilities and targets, pooled over the batch."""
     dims = (0, 2, 3, 4)
-    intersection = (probs * onehot).sum(dims)
-    denominator = probs.sum(dims) + onehot.sum(dims)
-    return (2 * intersection + smooth) / (denominator + smooth)
+    return (2 * (probs * targets).sum(dims) + smooth) / (probs.sum(dims) + targets.sum(dims) + smooth)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -47,9 +50,7 @@ def region_loss_terms(logits: torch.Tensor, target: torch.Tensor, classes: list[
     from ..data.regions import region_targets
 
     regions = region_targets(target, classes)
-    probs = torch.sigmoid(logits.float())
-    dims = (0, 2, 3, 4)
-    dice = (2 * (probs * regions).sum(dims) + 1e-5) / (probs.sum(dims) + regions.sum(dims) + 1e-5)
+    dice = soft_dice(torch.sigmoid(logits.float()), regions)
     loss = 1 - dice.mean()
     if ce_weight:
         loss = loss + ce_weight * F.binary_cross_entropy_with_logits(logits.float(), regions)

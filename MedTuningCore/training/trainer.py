@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..data.prepared import PreparedCase
-from ..data.regions import class_probabilities, region_dice
+from ..data.regions import class_probabilities, nested_labels, region_dice
 from ..data.sampling import SamplingOptions, training_batch
 from ..evaluation.metrics import dice_per_class
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
@@ -199,6 +199,7 @@ class Trainer:
         self.best_tensors: dict[str, torch.Tensor] = {}  # kept in memory only without validation
         self.stale = 0
         self.seconds_trained = 0.0  # over all sessions of a resumed run, for the time budget
+        self.budget_reported = False
 
     # -- persistence ------------------------------------------------------------------
     @property
@@ -213,7 +214,7 @@ class Trainer:
         return {"epoch": self.epoch, "history": self.history, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_dice": self.best_dice, "stale": self.stale,
                 "config": self.config.to_dict(), "seconds_trained": self.seconds_trained,
-                "epochs_planned": self.config.epochs}
+                "budget_reported": self.budget_reported}
 
     def save(self) -> None:
         if self.rank == 0:
@@ -228,8 +229,12 @@ class Trainer:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_dice, self.stale = state["best_dice"], state["stale"]
         self.seconds_trained = float(state.get("seconds_trained", 0.0))
+        self.budget_reported = bool(state.get("budget_reported", False))
         # a schedule shortened by the time budget stays shortened, so the run resumes exactly
-        self.config.epochs = min(self.config.epochs, int(state.get("epochs_planned", self.config.epochs)))
+        saved = state.get("config", {})
+        self.config.epochs = min(self.config.epochs, int(saved.get("epochs", self.config.epochs)))
+        self.config.warmup_epochs = min(self.config.warmup_epochs,
+                                        int(saved.get("warmup_epochs", self.config.warmup_epochs)))
 
     # -- the loop ---------------------------------------------------------------------
     def seed_epoch(self, epoch: int) -> np.random.Generator:
@@ -301,19 +306,27 @@ class Trainer:
     def fit_to_time_budget(self) -> None:
         """Shorten the schedule when the remaining epochs (training and validation, at the mean
         cost of the epochs so far) would overrun `max_minutes`. The cosine decay is recomputed
-        for the new length, so the last epoch still ends at a low learning rate; the change is
-        reported once and kept in the checkpoint."""
+        for the new length and the warm-up capped at a quarter of it, so the run still ends at
+        a low learning rate. Rank 0 decides for all ranks; the first change is reported, and
+        the shortened schedule is kept in the checkpoint, so a resumed run follows it."""
         if not self.config.max_minutes or self.epoch >= self.config.epochs:
             return
         per_epoch = self.seconds_trained / max(self.epoch, 1)
         remaining = self.config.max_minutes * 60 - self.seconds_trained
-        affordable = self.epoch + int(remaining // per_epoch) if per_epoch > 0 else self.config.epochs
-        if affordable < self.config.epochs:
+        affordable = max(self.epoch + int(remaining // per_epoch), self.epoch) if per_epoch > 0 else self.config.epochs
+        if self.world > 1:  # every rank must stop after the same epoch
+            decision = torch.tensor([affordable], dtype=torch.int64)
+            dist.broadcast(decision, 0)
+            affordable = int(decision.item())
+        if affordable >= self.config.epochs:
+            return
+        if not self.budget_reported:
             self.progress({"event": "warning", "message": (
                 f"time budget of {self.config.max_minutes:g} min: training {affordable} epochs instead of "
-                f"{self.config.epochs} ({per_epoch:.0f} s per epoch here); give --max-minutes 0 for no limit, "
-                f"or a GPU")})
-            self.config.epochs = max(affordable, self.epoch)
+                f"{self.config.epochs} ({per_epoch:.0f} s per epoch here)")})
+            self.budget_reported = True
+        self.config.epochs = affordable
+        self.config.warmup_epochs = min(self.config.warmup_epochs, affordable // 4)
 
     def train_step(self, rng: np.random.Generator, sampling: SamplingOptions, step: int,
                    steps: int) -> tuple[float, np.ndarray]:
@@ -377,9 +390,12 @@ def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: f
     regions = model.config.regions
     per_case = []
     for case in cases:
-        pred = class_probabilities(predictor.predict_logits(case.volume), regions is not None).argmax(0).numpy()
-        per_case.append(region_dice(pred, case.label, regions) if regions
-                        else dice_per_class(pred, case.label, model.config.num_classes))
+        outputs = predictor.predict_logits(case.volume)
+        if regions:
+            pred = nested_labels(class_probabilities(outputs, True)).numpy()
+            per_case.append(region_dice(pred, case.label, regions))
+        else:
+            per_case.append(dice_per_class(outputs.argmax(0).numpy(), case.label, model.config.num_classes))
     return list(np.mean(per_case, axis=0))
 
 

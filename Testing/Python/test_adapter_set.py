@@ -133,6 +133,8 @@ def rewrite_manifest(set_file, tmp_path, change) -> object:
     (lambda m: m["task"]["labels"][0].__setitem__("color", "red"), r"labels\[0\].color must be list"),
     (lambda m: m.__setitem__("format_version", 99), "newer than this"),
     (lambda m: m.__setitem__("name", "Bad Name!"), "lower-case"),
+    (lambda m: m["model"].__setitem__("regions", [[1, 2], [2], [1]]), "one region per class"),
+    (lambda m: m["model"].__setitem__("regions", "WT"), "model.regions must be list"),
 ])
 def test_manifest_with_wrong_type_or_missing_key_is_refused(set_file, tmp_path, change, message):
     with pytest.raises(AdapterSetError, match=message):

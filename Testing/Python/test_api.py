@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from MedTuningCore.cli.app import main
 from MedTuningCore.cli.finetune import finetune_arguments
 from MedTuningCore.training.finetune import FinetuneConfig, config_to_argv
@@ -32,3 +34,17 @@ def test_compare_reads_finetune_options_with_finetunes_parser(tmp_path, capsys):
                  f"--data={tmp_path / 'absent.csv'}", "--backbone", "vit_tiny_patch16_224"])
     err = capsys.readouterr().err
     assert code == 2 and "absent.csv" in err and "needs the finetune arguments" not in err
+
+
+@pytest.mark.parametrize("given,expected", [(None, 0), (12.0, 12.0)])
+def test_compare_runs_every_method_to_its_whole_schedule_unless_a_budget_is_given(tmp_path, monkeypatch,
+                                                                                  given, expected):
+    """finetune's 30-minute default would cut the slower methods shorter than the others."""
+    from MedTuningCore.evaluation import compare as module
+
+    seen = []
+    monkeypatch.setattr(module, "load_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(module, "compare_method", lambda method, base, *a, **k: seen.append(base) or {})
+    module.compare(["head", "full"], FinetuneConfig(data="x.csv", max_minutes=given), tmp_path)
+    assert [b.max_minutes for b in seen] == [expected, expected]
+    assert "--max-minutes" in config_to_argv(seen[0])  # the subprocess gets it either way

@@ -348,8 +348,25 @@ def test_new_sets_default_to_the_cross_validated_recipe():
     """The defaults chosen by the BraTS cross-validation (docs/results/recipe_cv.md)."""
     from MedTuningCore import FinetuneConfig
     from MedTuningCore.cli.finetune import finetune_arguments
+    from MedTuningCore.training.finetune import DEFAULT_MAX_MINUTES
 
     config, cli = FinetuneConfig(), finetune_arguments([])
     for key, value in {"decoder": "unet_stem", "tuning": "med_adapter", "augmentation": "strong",
-                       "foreground_fraction": 0.67, "max_minutes": 30.0}.items():
+                       "foreground_fraction": 0.67, "max_minutes": None}.items():
         assert getattr(config, key) == value == getattr(cli, key), key
+    assert DEFAULT_MAX_MINUTES == 30  # what max_minutes None means for finetune; compare runs without
+
+
+def test_a_run_from_before_the_new_options_resumes_with_what_it_started_with(tmp_path, monkeypatch):
+    """run.json files written before --foreground-fraction and --max-minutes existed: resume
+    must not give them today's defaults (0.67 of patches centred, a 30-minute budget)."""
+    from MedTuningCore.training import finetune as module
+
+    seen = {}
+    monkeypatch.setattr(module, "finetune", lambda config, progress=None, resuming=False: seen.setdefault("c", config))
+    saved = {k: v for k, v in module.FinetuneConfig(data="x.csv", output="x.safetensors",
+                                                     backbone="vit_tiny_patch16_224").to_dict().items()
+             if k not in ("foreground_fraction", "max_minutes", "regions")}
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    module.resume(tmp_path)
+    assert seen["c"].foreground_fraction == 0.33 and seen["c"].max_minutes == 0 and seen["c"].regions is None

@@ -34,7 +34,14 @@ def test_brats_regions_over_class_indices_and_the_classes_they_write():
     assert parse_regions("A=10,20;B=20", [20, 10]).classes == [[1, 2], [1]]
 
 
+def test_a_preset_keeps_the_values_a_dataset_has():
+    """BraTS 2018 onwards has no label 3: the preset's regions use the values present."""
+    spec = parse_regions("brats", [1, 2, 4])
+    assert spec.classes == [[1, 2, 3], [1, 3], [3]]  # class indices of values 1, 2, 4
+
+
 @pytest.mark.parametrize("text,message", [
+    ("WT=1,2,3,4;WT=4", "given twice"),
     ("TC=1,3,4;WT=1,2,3,4", "must lie strictly inside 'TC'"),
     ("A=1,2;B=3", "must lie strictly inside"),
     ("WT=1,2,9", r"label values \[9\] are not among"),
@@ -54,6 +61,17 @@ def test_nested_probabilities_are_classes_that_sum_to_one():
     # voxel 0: ET's 0.8 is capped by TC's 0.7; voxel 1: TC's 0.5 by WT's 0.2
     torch.testing.assert_close(classes[:, 0], torch.tensor([0.1, 0.2, 0.0, 0.7]))
     torch.testing.assert_close(classes[:, 1], torch.tensor([0.8, 0.0, 0.1, 0.1]))
+
+
+def test_labels_are_painted_by_the_half_threshold_as_nnunet_does():
+    """p(WT) 0.95, p(TC) 0.55, p(ET) 0.2: the voxel is in the tumour core, although the core's
+    class (0.35) is not the likeliest one (edema, 0.40): argmax would call it edema."""
+    from MedTuningCore.data.regions import nested_labels
+
+    classes = nested_class_probabilities(torch.tensor([[0.95], [0.55], [0.2]]))
+    torch.testing.assert_close(classes[:, 0], torch.tensor([0.05, 0.40, 0.35, 0.20]))
+    assert int(classes.argmax(0)) == 1 and int(nested_labels(classes)) == 2
+    assert nested_labels(classes.numpy()).tolist() == [2]
 
 
 def test_targets_loss_and_dice_follow_the_regions():
@@ -110,6 +128,13 @@ def test_a_region_set_trains_writes_its_classes_and_segments(tmp_path):
     assert result.probabilities.GetNumberOfComponentsPerPixel() == 4
     sums = sitk.GetArrayViewFromImage(result.probabilities).sum(-1)
     np.testing.assert_allclose(sums, 1.0, atol=1e-4)
+    # evaluate scores the trained regions, and the merged class on every value it gathers
+    from MedTuningCore import evaluate
+
+    report = evaluate(str(output), str(tmp_path / "brats.csv"), cases=["pat0004"], library=str(library.root))
+    assert report["regions"] == {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4],
+                                 "necrosis+non-enhancing": [1, 3]}
+    assert set(report["cases"]["pat0004"]) == {"WT", "TC", "ET", "necrosis+non-enhancing", "edema", "enhancing"}
 
 
 def test_fine_tuning_a_region_set_from_a_set_is_refused_with_the_way_out(tmp_path):

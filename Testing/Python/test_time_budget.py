@@ -41,11 +41,23 @@ def test_the_schedule_shrinks_to_the_budget_and_says_so(tmp_path):
     result = run.fit()
     assert result.epochs_run == 1 and run.config.epochs == 1
     warnings = [e["message"] for e in events if e["event"] == "warning"]
-    assert len(warnings) == 1 and "instead of 6" in warnings[0] and "--max-minutes 0" in warnings[0]
-    # the decay was recomputed for one epoch: its last step ran at half the rate, where the
-    # six-epoch schedule would still have been at 98 %
+    assert len(warnings) == 1 and "training 1 epochs instead of 6" in warnings[0]
+    # the decay is recomputed for the new length: under it, step 1 runs at half the rate,
+    # where the six-epoch schedule is still at 98 %
     assert learning_rate(run.config, 1, 2) == pytest.approx(0.5 * run.config.lr)
     assert learning_rate(replace(run.config, epochs=6), 1, 2) > 0.95 * run.config.lr
+
+
+def test_a_short_budget_caps_the_warm_up_and_is_reported_once(tmp_path):
+    run, events = trainer(tmp_path, max_minutes=1e-9, epochs=12)
+    run.config.warmup_epochs = 2
+    run.epoch, run.seconds_trained = 1, 1.0  # as after a first epoch of 1 s, far over the budget
+    run.fit_to_time_budget()
+    assert run.config.epochs == 1 and run.config.warmup_epochs == 0  # no run left in warm-up
+    run.config.epochs, run.epoch = 3, 2  # a later shortening is not reported again
+    run.fit_to_time_budget()
+    assert run.config.epochs == 2
+    assert len([e for e in events if e["event"] == "warning"]) == 1
 
 
 def test_no_budget_runs_every_epoch(tmp_path):
@@ -60,7 +72,7 @@ def test_a_resumed_run_keeps_the_shortened_schedule(tmp_path):
     again, _ = trainer(tmp_path, max_minutes=1e-9)
     assert again.config.epochs == 6
     again.resume()
-    assert again.config.epochs == 1 and again.epoch == 1
+    assert again.config.epochs == 1 and again.epoch == 1 and again.budget_reported
     assert again.seconds_trained == pytest.approx(run.seconds_trained)
     assert again.fit().epochs_run == 1  # nothing left to train
 

@@ -53,8 +53,8 @@ class StemUNetDecoder(nn.Module):
                  refine_widths: tuple[int, int, int] = (16, 32, 48)) -> None:
         super().__init__()
         self.trunk = LightUNetDecoder(backbone, num_classes)
-        del self.trunk.classifier  # the trunk's 32 channels feed the refinement instead
-        trunk_width = 32
+        trunk_width = self.trunk.classifier.in_channels
+        del self.trunk.classifier  # the trunk's last map feeds the refinement instead
         self.stem = ImageStem(in_channels, stem_widths)
         refine, previous = [], trunk_width
         for stem_width, width in zip(stem_widths[::-1], refine_widths[::-1]):  # coarse to fine
