@@ -105,12 +105,27 @@ def smoke_plan() -> list[Experiment]:
             Experiment("smoke-cnn", 2, folds=[0], model="segresnet", batch_size=1, patch_depth=32, slice_size=32)]
 
 
+def ablation_plan() -> list[Experiment]:
+    """What the first GPU lease did not reach, sized for one 15-minute lease (about 20 jobs):
+    the Med-Adapter ablation, the decoder without the stem, and region outputs."""
+    names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "decoder-unet", "regions-brats")
+    return [e for e in gpu_plan() if e.name in names]
+
+
+def baselines_plan() -> list[Experiment]:
+    """The rest of the first lease's table: the methods it cut, the old recipe, SegResNet."""
+    names = ("method-adaptformer", "method-adapter", "method-st_adapter", "method-lora", "recipe-old",
+             "cnn-segresnet")
+    return [e for e in gpu_plan() if e.name in names]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
 
 
-PLANS = {"gpu": gpu_plan, "final": final_plan, "smoke": smoke_plan}
+PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
+         "smoke": smoke_plan}
 
 
 # -- stage 1: prepare (here) -------------------------------------------------------------
