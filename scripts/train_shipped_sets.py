@@ -6,7 +6,7 @@
 
 Each recipe writes its training data description into a work folder, runs the project's own
 `medtuning finetune` with the arguments below (recorded in the set's manifest), and copies
-the set into Resources/AdapterSets. On a 2-core CPU brain-tissue takes about an hour and
+the set into Resources/AdapterSets. On a 2-core CPU brain-tissue takes 40 minutes and
 brats-glioma about two; `--resume` continues a stopped run from its last epoch. (The shipped
 brats-glioma was trained on a GPU by bench/recipe_cv.py with the same settings, and its
 manifest also carries the cross-validation figures; a set this script writes does not.)
