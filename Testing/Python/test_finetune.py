@@ -259,7 +259,8 @@ def test_nnunet_region_labels_are_refused_not_truncated(tmp_path):
         load_dataset(folder)
     message = str(error.value)
     assert "dataset.json" in message and "'whole tumor'" in message and "[1, 2, 3]" in message
-    assert "not supported" in message and "--labels VALUE:NAME" in message and "\n" not in message
+    # refused, with the way out: the plain labels, and the regions given to --regions
+    assert "--labels VALUE:NAME" in message and "--regions NAME=V,V;NAME=V" in message and "\n" not in message
     # a one-value list is a plain label, and labels given by the caller leave dataset.json's alone
     plain = load_dataset(nnunet_folder(tmp_path / "plain", {"background": 0, "edema": [2], "enhancing": 4}))
     assert (plain.labels.values, plain.labels.names) == ([2, 4], ["edema", "enhancing"])

@@ -40,8 +40,8 @@ class ThresholdModel(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         # what Segmenter and the sliding-window predictor read from a MedTuningModel
-        self.config = SimpleNamespace(num_classes=2, in_channels=1, img_size=126, reference_depth=64,
-                                      backbone="vit_small_patch14_dinov2")
+        self.config = SimpleNamespace(num_classes=2, num_outputs=2, regions=None, in_channels=1, img_size=126,
+                                      reference_depth=64, backbone="vit_small_patch14_dinov2")
         self.size_multiple = 14
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
