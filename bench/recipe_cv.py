@@ -41,10 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from MedTuningCore.data.regions import REGION_PRESETS  # noqa: E402
+
 BRATS = ROOT.parent / "shared" / "data" / "brats2013"
 CASES = ["pat0003", "pat0004", "pat0005", "pat0006"]
 LABELS = ["necrosis", "edema", "non-enhancing", "enhancing"]
-REGIONS = {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}
+REGIONS = REGION_PRESETS["brats"]
 BACKBONE = "vit_small_patch14_dinov2"
 SPACINGS = (2.0, 1.5)
 
@@ -243,14 +245,11 @@ def restore_to_native(probabilities, spacing: float, native_shape: tuple[int, in
 
 
 def scores(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float) -> dict[str, Any]:
-    from MedTuningCore.evaluation.metrics import dice_per_class
+    from MedTuningCore.evaluation.metrics import dice, dice_per_class
 
     per_class = dice_per_class(prediction, reference, 5)
-    regions = {}
-    for region, values in REGIONS.items():
-        p, r = np.isin(prediction, values), np.isin(reference, values)
-        denominator = p.sum() + r.sum()
-        regions[region] = 1.0 if denominator == 0 else float(2 * (p & r).sum() / denominator)
+    regions = {region: dice(np.isin(prediction, values), np.isin(reference, values))
+               for region, values in REGIONS.items()}
     volumes = {name: {"predicted_ml": float((prediction == v).sum() * voxel_ml),
                       "true_ml": float((reference == v).sum() * voxel_ml)} for v, name in enumerate(LABELS, 1)}
     return {"dice": dict(zip(LABELS, map(float, per_class))), "regions": regions, "volumes": volumes}
