@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
@@ -127,7 +128,11 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--window-depth", type=int, default=None,
                      help="slices per slab (default: whole volume up to 2 x the model's reference depth)")
     seg.add_argument("--tile-size", type=int, default=None,
-                     help="in-plane tile in px (default: the model's slice size; ViTs accept any patch multiple)")
+                     help="in-plane tile in px (default: the whole slice for ViT sets, up to twice their slice "
+                          "size; else the set's slice size; ViTs accept any patch multiple)")
+    seg.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None,
+                     help="reduced precision: auto (default) uses bf16 where the GPU or CPU computes it "
+                          "natively, float32 elsewhere; none: always float32")
     seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
     seg.add_argument("--probabilities", metavar="FILE", help="also write class probabilities (vector image)")
     seg.add_argument("--resample-channels", action="store_true",
@@ -172,11 +177,13 @@ def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else list(argv)
     # First which command (this pass alone answers --help, --version and a missing or unknown
     # command), then that command's whole parser.
     command = build_parser(full=()).parse_known_args(argv)[0].command
     args = build_parser(full={command}).parse_args(argv)
+    args.started = started  # for the start-up time a command reports
     from ..errors import MedTuningError
 
     # The one error boundary: a user's mistake is one line and exit 2; Ctrl-C is exit 130.

@@ -8,7 +8,6 @@ import json
 import sys
 
 from ..progress import ProgressPrinter
-from ..training.finetune import FinetuneConfig, finetune, resume
 
 EXIT_CANCELLED = 130
 
@@ -47,7 +46,11 @@ def add_finetune_parser(sub) -> None:
                    help="share of training patches centred on a voxel of a randomly chosen class (each class "
                         "equally likely, as nnU-Net oversamples foreground)")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute the frozen blocks' activations in the backward pass: less memory, more time")
+    p.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto",
+                   help="bf16 autocast: auto (default) where the device computes it natively (CUDA, CPUs with "
+                        "bf16 instructions), float32 elsewhere; none: always float32")
     p.add_argument("--val-cases", type=int, default=None, help="validation cases (default: 20%%, at least 1)")
     p.add_argument("--val-names", help="validation cases by name, comma-separated (instead of a random split)")
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation: the number of folds")
@@ -82,6 +85,8 @@ def finetune_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from ..training.finetune import FinetuneConfig, finetune, resume  # torch: not for --help
+
     progress = None if args.progress == "none" else ProgressPrinter(args.progress)
     if args.resume:
         outcome = resume(args.resume, progress, args.cancel_file)

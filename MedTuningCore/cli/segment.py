@@ -27,7 +27,7 @@ def inference_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in {
         "device": args.device, "tta": args.tta, "overlap": args.overlap,
         "batch_size": args.batch_size, "compile": args.compile,
-        "window_depth": args.window_depth, "tile_size": args.tile_size,
+        "window_depth": args.window_depth, "tile_size": args.tile_size, "amp": args.amp,
     }.items() if v is not None}
 
 
@@ -64,6 +64,8 @@ def find_cases(inputs: list[str], channels: int) -> dict[str, list[Path]]:
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    # torch and the model code are imported by now (cmd_segment imported this module)
+    imports = time.perf_counter() - args.started if hasattr(args, "started") else None
     if args.batch:
         if len(args.set_spec) > 1:
             raise InputError("several --set at once work on one case, without --batch")
@@ -76,7 +78,10 @@ def run_segment(args: argparse.Namespace) -> int:
         print(f"merged {len(args.set_spec)} sets into {args.output}; label table: "
               f"{Path(args.output).with_name(Path(args.output).name.split('.')[0] + '.labels.json')}", file=sys.stderr)
     if args.progress == "json":
-        print(json.dumps({"event": "done", "output": str(args.output), "seconds": result.seconds}))
+        seconds = dict(result.seconds)
+        if imports is not None:
+            seconds = {"imports": imports, **seconds, "startup": imports + seconds.get("load", 0.0)}
+        print(json.dumps({"event": "done", "output": str(args.output), "seconds": seconds}))
     return 0
 
 

@@ -154,28 +154,33 @@ def preprocess(channels: list[sitk.Image], spec: Preprocessing) -> tuple[np.ndar
 
 def restore_probabilities(probabilities: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
     """[K, d, h, w] probabilities on the preprocessed grid -> [K, D, H, W] on the oriented
-    input grid (uncropped, and resampled back with linear interpolation)."""
-    k = probabilities.shape[0]
+    input grid (uncropped, and resampled back with linear interpolation). A view of
+    `restore_probabilities_last`, whose channels-last layout is the one to compute with."""
+    return np.moveaxis(restore_probabilities_last(probabilities, geometry), -1, 0)
+
+
+def restore_probabilities_last(probabilities: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
+    """[K, d, h, w] probabilities -> [D, H, W, K] on the oriented input grid. The classes are
+    resampled together as one vector image: one pass over the grid instead of K (about half
+    the time), and the argmax over the last, contiguous axis is faster too."""
+    last = np.moveaxis(probabilities, 0, -1)
     if geometry.crop_start is not None:
         grid = geometry.resampled if geometry.resampled is not None else geometry.oriented
-        full = np.zeros((k, *sitk.GetArrayViewFromImage(grid).shape), np.float32)
-        full[0] = 1.0  # outside the crop: background
+        full = np.zeros((*sitk.GetArrayViewFromImage(grid).shape[:3], last.shape[-1]), np.float32)
+        full[..., 0] = 1.0  # outside the crop: background
         box = tuple(slice(s, e) for s, e in zip(geometry.crop_start, geometry.crop_stop))
-        full[(slice(None), *box)] = probabilities
-        probabilities = full
+        full[box] = last
+        last = full
     if geometry.resampled is None:
-        return probabilities
-    out = []
-    for channel in probabilities:
-        image = sitk.GetImageFromArray(channel.astype(np.float32))
-        image.CopyInformation(geometry.resampled)
-        # Input voxels past the last coarse voxel centre (the far border planes when the
-        # sizes do not divide) take the nearest coarse value, not 0: with 0 there they would
-        # all come back as background and cut any structure touching the field's edge.
-        back = sitk.Resample(image, geometry.oriented, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
-                             True)
-        out.append(sitk.GetArrayFromImage(back))
-    return np.stack(out)
+        return np.ascontiguousarray(last, dtype=np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(last, dtype=np.float32), isVector=True)
+    image.CopyInformation(geometry.resampled)
+    # Input voxels past the last coarse voxel centre (the far border planes when the sizes do
+    # not divide) take the nearest coarse value, not 0: with 0 there they would all come back
+    # as background and cut any structure touching the field's edge.
+    back = sitk.Resample(image, geometry.oriented, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32,
+                         True)
+    return sitk.GetArrayFromImage(back)
 
 
 def to_input_grid(array: np.ndarray, geometry: CaseGeometry) -> sitk.Image:

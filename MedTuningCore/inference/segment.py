@@ -13,6 +13,7 @@ output is written.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,7 +28,7 @@ from ..progress import ProgressCallback
 from .segmenter import SegmentationResult, Segmenter, SetDescription
 
 PathLike = str | os.PathLike
-INFERENCE_OPTIONS = ("device", "tta", "overlap", "batch_size", "compile", "window_depth", "tile_size")
+INFERENCE_OPTIONS = ("device", "tta", "overlap", "batch_size", "compile", "window_depth", "tile_size", "amp")
 
 
 def is_description(spec: str) -> bool:
@@ -69,7 +70,9 @@ def segment(inputs: Sequence[PathLike], sets: str | Sequence[str], output: PathL
     if not specs:
         raise InputError("give at least one set")
     outputs = [check_output_path(p, overwrite) for p in (output, probabilities) if p is not None]
+    start = time.perf_counter()
     segmenters = load_segmenters(specs, library, inference)
+    load_seconds = time.perf_counter() - start
     paths = [str(p) for p in inputs]
     if len(segmenters) > 1:
         if probabilities is not None:
@@ -77,10 +80,13 @@ def segment(inputs: Sequence[PathLike], sets: str | Sequence[str], output: PathL
         return segment_with_several(segmenters, paths, outputs[0] if outputs else None, resample_channels)
     segmenter = segmenters[0]
     result = segmenter.segment_files(paths, resample_channels, probabilities is not None, progress)
+    start = time.perf_counter()
     if probabilities is not None:
         write_image(result.probabilities, outputs[-1])
     if output is not None:
         write_label_map(result.labels, outputs[0], segmenter.label_entries())
+    # set and backbone loading first: start-up is reported apart from the work on the case
+    result.seconds = {"load": load_seconds, **result.seconds, "write": time.perf_counter() - start}
     return result
 
 

@@ -26,7 +26,7 @@ from ..data.preprocessing import (
     CaseGeometry,
     Preprocessing,
     preprocess,
-    restore_probabilities,
+    restore_probabilities_last,
     to_input_grid,
 )
 from ..data.regions import class_probabilities, nested_labels
@@ -200,19 +200,22 @@ class Segmenter:
 
     def _restore(self, probs: np.ndarray, geometry: CaseGeometry, want_probabilities: bool):
         table = self.class_values()
-        restored = restore_probabilities(probs, geometry)
-        classes = (nested_labels(restored) if self.model.config.regions is not None
-                   else restored.argmax(axis=0).astype(np.uint8))
+        restored = restore_probabilities_last(probs, geometry)  # [D, H, W, K]
+        classes = (nested_labels(np.moveaxis(restored, -1, 0)) if self.model.config.regions is not None
+                   else restored.argmax(axis=-1).astype(np.uint8))
         labels = to_input_grid(table[classes] if table is not None else classes, geometry)
         if not want_probabilities:
             return labels, None
-        prob_image = to_input_grid(np.ascontiguousarray(np.moveaxis(restored, 0, -1)), geometry)
-        return labels, prob_image
+        return labels, to_input_grid(restored, geometry)
 
     def segment_files(self, paths: Sequence[str], resample_channels: bool = False, probabilities: bool = False,
                       progress: ProgressCallback | None = None) -> SegmentationResult:
+        start = time.perf_counter()
         case = load_case(paths, self.in_channels, self.description.channels or None, resample_channels)
-        return self.segment_images(case.channels, probabilities, progress)
+        read = time.perf_counter() - start
+        result = self.segment_images(case.channels, probabilities, progress)
+        result.seconds = {"read": read, **result.seconds}
+        return result
 
     def segment_array(self, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                       probabilities: bool = False) -> SegmentationResult:

@@ -1,9 +1,13 @@
 """Sliding-window inference over slabs of slices, with weighted blending.
 
 The model mixes information along D, so windows are slabs of `window_depth` slices (the
-whole volume when it is thinner) and in-plane tiles of the model's slice size. Windows
-overlap; their logits are blended with a Gaussian or linear-ramp importance map and
-normalised by the summed weights, so every voxel is a proper weighted mean.
+whole volume when it is thinner). In-plane, a ViT takes the whole slice at once (rounded up
+to its patch size) when it is at most `WHOLE_SLICE_LIMIT` times the model's slice size per
+side: every voxel is computed once, where overlapping tiles of the training size compute
+most of them two to four times. Models with a fixed input size (Swin) and larger slices use
+tiles of the model's slice size. Windows overlap; their logits are blended with a Gaussian
+or linear-ramp importance map and normalised by the summed weights, so every voxel is a
+proper weighted mean.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from torch import nn
 
 from ..errors import InputError, MedTuningError
 from ..progress import ProgressCallback, notify
+from .precision import AMP_CHOICES, autocast_dtype
 
 BLENDS = ("gaussian", "linear")
+#: a whole slice is one tile up to this many times the model's slice size per side (4 x its
+#: tokens; attention grows with the square of the token count)
+WHOLE_SLICE_LIMIT = 2
+#: on the CPU, flipped copies (--tta) go through the model together up to this many slices
+#: per pass: fewer, larger matrix products, and activations that still fit in a laptop's memory
+CPU_SLICES_PER_PASS = 256
+FLIPS = [axes for r in range(4) for axes in itertools.combinations((2, 3, 4), r)]
 
 
 @dataclass
@@ -30,13 +42,14 @@ class InferenceOptions:
 
     window_depth: int | None = None  # slices per slab; None: the whole volume up to 2 x the model's
     # reference depth D0 (one slab sees all context, no slice is computed twice), else D0
-    tile_size: int | None = None  # in-plane tile; None: the model's slice size
+    tile_size: int | None = None  # in-plane tile; None: the whole slice where the model takes it
+    # (ViTs, up to WHOLE_SLICE_LIMIT x its slice size), else the model's slice size
     overlap: float = 0.5  # fraction of a window shared with its neighbour
     blend: str = "gaussian"
     tta: bool = False  # average over flips of all three axes (8 passes)
     batch_size: int | None = None  # windows per forward pass; None: 1 on CPU, 8 on CUDA (halved on OOM)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str | None = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | None
+    amp: str | None = "auto"  # auto (bf16 where the GPU or CPU computes it natively) | bf16 | fp16 | none
     compile: bool = False  # torch.compile the model (CUDA; first call is slow)
 
     def __post_init__(self) -> None:
@@ -44,6 +57,10 @@ class InferenceOptions:
             raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.blend not in BLENDS:
             raise InputError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        if self.amp not in (*AMP_CHOICES, None):
+            raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.tile_size is not None and self.tile_size < 1:
+            raise InputError(f"tile size must be a positive number of pixels, got {self.tile_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,15 +73,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r} was asked for, but CUDA is not available here; use --device cpu")
     return device
-
-
-def autocast_dtype(options: InferenceOptions, device: torch.device) -> torch.dtype | None:
-    amp = options.amp
-    if amp == "auto":
-        if device.type != "cuda":
-            return None  # CPU autocast is slower than float32 for these models
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, None: None, "none": None}[amp]
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -116,12 +124,13 @@ class SlidingWindowPredictor:
         if options.compile:
             self.model = torch.compile(self.model)
         self.num_classes = num_classes
-        self.tile_size = options.tile_size or tile_size
+        self.model_tile = tile_size
         self.size_multiple = size_multiple
         self.flexible_tiles = flexible_tiles
         self.window_depth = options.window_depth or window_depth
         self.batch_size = options.batch_size or (8 if self.device.type == "cuda" else 1)
-        self.amp = autocast_dtype(options, self.device)
+        self.flip_batch: int | None = None  # flipped copies per pass; None: from the slab size
+        self.amp = autocast_dtype(options.amp, self.device)
 
     @classmethod
     def for_model(cls, model: nn.Module, options: InferenceOptions) -> SlidingWindowPredictor:
@@ -133,6 +142,17 @@ class SlidingWindowPredictor:
         return cls(model, options, cfg.num_outputs, tile_size=cfg.img_size, size_multiple=model.size_multiple,
                    window_depth=cfg.reference_depth, flexible_tiles=backbone_family(cfg.backbone) == "vit")
 
+    def tile_for(self, height: int, width: int) -> tuple[int, int]:
+        """The in-plane window: an explicit --tile-size; else the whole slice (rounded up to
+        the size multiple) where the model takes it; else the model's slice size."""
+        if self.options.tile_size:
+            return self.options.tile_size, self.options.tile_size
+        m = self.size_multiple
+        whole = (-(-height // m) * m, -(-width // m) * m)
+        if self.flexible_tiles and max(whole) <= WHOLE_SLICE_LIMIT * self.model_tile:
+            return whole
+        return self.model_tile, self.model_tile
+
     @torch.inference_mode()
     def predict_logits(self, volume: np.ndarray | torch.Tensor, progress: ProgressCallback | None = None
                        ) -> torch.Tensor:
@@ -141,7 +161,7 @@ class SlidingWindowPredictor:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         depth = self.options.window_depth or (x.shape[1] if x.shape[1] <= 2 * self.window_depth else self.window_depth)
-        tile = self.tile_size
+        tile = self.tile_for(*x.shape[2:])
         while True:
             try:
                 return self._predict(x, depth, tile, progress).cpu()
@@ -151,26 +171,29 @@ class SlidingWindowPredictor:
                     raise MedTuningError("out of GPU memory even with the smallest windows; use --device cpu") from None
                 depth, tile = smaller
                 notify(progress, {"event": "warning", "message":
-                                  f"out of GPU memory: retrying with {depth}-slice slabs of {tile} px tiles"})
+                                  f"out of GPU memory: retrying with {depth}-slice slabs of "
+                                  f"{tile[0]} x {tile[1]} px tiles"})
 
-    def smaller_window(self, depth: int, tile: int) -> tuple[int, int] | None:
+    def smaller_window(self, depth: int, tile: tuple[int, int]) -> tuple[int, tuple[int, int]] | None:
         """Thinner slabs first (down to 8 slices), then smaller tiles where the model
         accepts them (ViTs; a Swin model takes only the size it was built for)."""
         if depth > 8:
             return depth // 2, tile
-        half = (tile // 2) // self.size_multiple * self.size_multiple
-        if self.flexible_tiles and half >= self.size_multiple:
+        m = self.size_multiple
+        half = tuple((side // 2) // m * m for side in tile)
+        if self.flexible_tiles and min(half) >= m:
             return depth, half
         return None
 
-    def _predict(self, x: torch.Tensor, depth: int, tile: int, progress: ProgressCallback | None) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, depth: int, tile: tuple[int, int], progress: ProgressCallback | None
+                 ) -> torch.Tensor:
         c, d, h, w = x.shape
-        # Pad in-plane up to one tile (and to the size multiple); slabs never need padding,
-        # the model takes any number of slices.
-        ph, pw = max(h, tile), max(w, tile)
+        # Pad in-plane up to one tile; slabs never need padding, the model takes any number
+        # of slices. Zero is the background after normalisation.
+        ph, pw = max(h, tile[0]), max(w, tile[1])
         pad = (0, pw - w, 0, ph - h)
         padded = F.pad(x, pad) if any(pad) else x
-        window = (min(depth, d), tile, tile)
+        window = (min(depth, d), *tile)
         plan = plan_windows(padded.shape[1:], window, self.options.overlap)
         weights = importance_map(window, self.options.blend).to(x.device)
         logits = torch.zeros((self.num_classes, *padded.shape[1:]), dtype=torch.float32, device=x.device)
@@ -185,6 +208,11 @@ class SlidingWindowPredictor:
                 out = self._forward(windows)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
+                if self.options.tta and self.flip_batch and self.flip_batch > 1:
+                    self.flip_batch //= 2
+                    notify(progress, {"event": "warning", "message":
+                                      f"out of GPU memory: {self.flip_batch} flipped copies per pass"})
+                    continue
                 if batch == 1:
                     raise WindowTooLarge from None
                 batch = max(1, batch // 2)
@@ -198,16 +226,29 @@ class SlidingWindowPredictor:
             notify(progress, {"event": "progress", "stage": "inference", "fraction": done / len(plan.starts)})
         return (logits / norm)[:, :, :h, :w]
 
+    def flips_per_pass(self, windows: torch.Tensor) -> int:
+        """How many flipped copies of a batch go through the model together: all 8 on CUDA
+        (halved on out-of-memory), on the CPU as many as fit in CPU_SLICES_PER_PASS slices."""
+        if self.flip_batch is None:
+            slices = windows.shape[0] * windows.shape[2]
+            self.flip_batch = len(FLIPS) if self.device.type == "cuda" else max(1, CPU_SLICES_PER_PASS // slices)
+        return self.flip_batch
+
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
-        flips = [()]
-        if self.options.tta:
-            flips = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
+        """Logits of a batch of windows, averaged over the flips of all three axes with
+        --tta; flipped copies are concatenated along the batch and run in one pass."""
+        flips = FLIPS if self.options.tta else [()]
+        group = self.flips_per_pass(windows) if len(flips) > 1 else 1
+        n = windows.shape[0]
         total = None
-        for axes in flips:
-            inp = windows.flip(axes) if axes else windows
+        for first in range(0, len(flips), group):
+            chunk = flips[first: first + group]
+            inputs = torch.cat([windows.flip(axes) if axes else windows for axes in chunk])
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                out = self.model(inp)
+                out = self.model(inputs)
             out = out.float()
-            out = out.flip(axes) if axes else out
-            total = out if total is None else total + out
+            for i, axes in enumerate(chunk):
+                part = out[i * n: (i + 1) * n]
+                part = part.flip(axes) if axes else part
+                total = part if total is None else total + part
         return total / len(flips)

@@ -12,7 +12,14 @@ import json
 import torch
 
 from ..models import MedTuningModel
-from ..models.network import ModelConfig, assemble_model, backbone_state, model_config, prepare_backbone
+from ..models.network import (
+    ModelConfig,
+    assemble_model,
+    backbone_state,
+    channels_last,
+    model_config,
+    prepare_backbone,
+)
 from .adapter_set import AdapterSet, AdapterSetError
 from .backbones import BackboneError, how_to_get
 from .library import Library
@@ -67,3 +74,4 @@ def load_set_tensors(model: MedTuningModel, adapter_set: AdapterSet) -> None:
                               f"(unknown {unknown[:3]}, wrong shapes {shapes[:3]}, missing {missing[:3]})")
     # assign=True: the set's tensors replace the model's, never writing into shared storage
     model.load_state_dict(adapter_set.tensors, strict=False, assign=True)
+    channels_last(model.decoder)

@@ -63,6 +63,7 @@ class FinetuneConfig:
     max_minutes: float | None = None  # fit the schedule into this time; None: DEFAULT_MAX_MINUTES; 0: no limit
     accumulate: int = 1
     grad_checkpointing: bool = False
+    amp: str = "auto"  # bf16 autocast: auto (where native: CUDA, CPUs with bf16) | bf16 | none
     val_cases: int | None = None
     val_names: str | None = None
     folds: int | None = None
@@ -154,7 +155,7 @@ class FinetuneOutcome:
 
 #: What runs written before these options existed trained with: their run.json lacks the keys,
 #: and a resumed run must continue as it started, not with today's defaults.
-LEGACY_DEFAULTS: dict[str, Any] = {"foreground_fraction": 0.33, "max_minutes": 0.0, "regions": None}
+LEGACY_DEFAULTS: dict[str, Any] = {"foreground_fraction": 0.33, "max_minutes": 0.0, "regions": None, "amp": "cuda"}
 
 
 def resume(run_dir: str | Path, progress: ProgressCallback | None = None,
@@ -231,7 +232,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         foreground_fraction=config.foreground_fraction,
         max_minutes=(DEFAULT_MAX_MINUTES if config.max_minutes is None else config.max_minutes) or None,
         accumulate=config.accumulate,
-        grad_checkpointing=config.grad_checkpointing, val_every=config.val_every, early_stop=config.early_stop,
+        grad_checkpointing=config.grad_checkpointing, amp=config.amp, val_every=config.val_every,
+        early_stop=config.early_stop,
         seed=config.seed, device=config.device, augmentation=config.augmentation)
     trainer = Trainer(model, train, val, training, run_dir, regions.names if regions else labels.names, progress,
                       config.cancel_file)

@@ -7,7 +7,8 @@
 - Ctrl-C, SIGTERM or a cancel file stop at the next step; the adapter set of the best epoch
   so far is still written.
 - Adam (amsgrad, weight decay 1e-5; the official code's settings), linear warm-up then
-  cosine decay, per step; bf16 autocast on CUDA; optional activation checkpointing and
+  cosine decay, per step; bf16 autocast where the device computes it natively (CUDA, CPUs
+  with bf16 instructions); optional activation checkpointing and
   gradient accumulation; validation every N epochs with Dice per class; the best epoch is
   kept; optional early stop.
 - Under torchrun every rank samples its own patches, DistributedDataParallel averages the
@@ -34,7 +35,9 @@ import torch.distributed as dist
 from ..data.prepared import PreparedCase
 from ..data.regions import class_probabilities, nested_labels, region_dice
 from ..data.sampling import SamplingOptions, training_batch
+from ..errors import InputError
 from ..evaluation.metrics import dice_per_class
+from ..inference.precision import autocast_dtype
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
 from ..io.atomic import write_json
 from ..io.tensor_files import read_tensor_file, write_tensor_file
@@ -65,6 +68,10 @@ class TrainingConfig:
     augmentation: str = "paper"  # "strong" for a handful of cases (see augmentation.py)
     val_overlap: float = 0.25
     max_minutes: float | None = None  # fit the schedule into this time (see Trainer.fit_to_time_budget)
+    # bf16 autocast: auto = where the device computes it natively (CUDA; CPUs with bf16
+    # instructions, inference/precision.py); none = float32; cuda = on CUDA only (the
+    # behaviour before this option existed, kept for resumed runs)
+    amp: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +89,20 @@ class TrainingResult:
     seconds_per_step: float
     peak_memory_mb: float
     best_tensors: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+TRAINING_AMP = ("auto", "bf16", "none", "cuda")
+
+
+def training_autocast(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training step (the loss is computed in float32 either way)."""
+    if amp not in TRAINING_AMP:
+        raise InputError(f"amp must be one of {', '.join(TRAINING_AMP)}, got {amp!r}")
+    if amp == "cuda":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp == "auto" and device.type == "cuda":
+        return torch.bfloat16
+    return autocast_dtype(amp, device)
 
 
 def distributed() -> tuple[int, int]:
@@ -190,7 +211,7 @@ class Trainer:
         if self.world > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.amp = training_autocast(config.amp, self.device)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best_score: float | None = None
@@ -383,10 +404,15 @@ class Trainer:
 
 
 def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
-                    device: torch.device | str = "cpu") -> list[float]:
+                    device: torch.device | str = "cpu", options: InferenceOptions | None = None) -> list[float]:
     """Mean Dice per foreground class (per region, for a region model) of sliding-window
-    predictions on preprocessed cases."""
-    predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=str(device), overlap=overlap))
+    predictions on preprocessed cases.
+
+    By default in float32 on tiles of the training slice size, whatever the machine: the best
+    epoch and the figures a set records must not depend on whether this CPU computes bf16."""
+    if options is None:
+        options = InferenceOptions(device=str(device), overlap=overlap, amp="none", tile_size=model.config.img_size)
+    predictor = SlidingWindowPredictor.for_model(model, options)
     regions = model.config.regions
     per_case = []
     for case in cases:

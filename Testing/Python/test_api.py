@@ -21,6 +21,18 @@ def test_importing_the_package_loads_no_torch_and_the_api_resolves():
     assert out.split() == ["MedTuningCore.inference.segment", "MedTuningCore.training.finetune"]
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["segment", "--help"], ["finetune", "--help"]])
+def test_help_loads_no_torch(argv):
+    """Start-up is kept out of commands that do not need torch (3-4 s of its import)."""
+    code = ("import sys, contextlib, io; from MedTuningCore.cli.app import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try: main({argv!r})\n"
+            "    except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_a_config_survives_the_command_line_both_ways():
     config = FinetuneConfig(data="cases.csv", output="out.safetensors", from_set="brats-glioma", labels="a,b",
                             epochs=3, iterations=7, lr=1e-3, grad_checkpointing=True, val_names="x,y",

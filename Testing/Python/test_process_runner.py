@@ -95,6 +95,9 @@ def test_real_segmentation_in_the_background(tmp_path):
     state = runner.wait(timeout=300)
     assert state.returncode == 0, state.error
     assert events[-1]["event"] == "done" and (tmp_path / "out.nrrd").is_file()
+    seconds = events[-1]["seconds"]  # start-up apart from the work on the case, stage by stage
+    assert list(seconds) == ["imports", "load", "read", "preprocess", "inference", "restore", "write", "startup"]
+    assert seconds["startup"] == seconds["imports"] + seconds["load"] and seconds["imports"] > 0
 
 
 def test_a_child_that_stops_on_request_is_cancelled_not_failed():

@@ -80,7 +80,7 @@ def test_one_window_covering_the_volume_equals_whole_volume_inference():
     model = build_model(backbone="vit_small_patch14_dinov2", decoder="upernet", in_channels=2, num_classes=3,
                         img_size=28, reference_depth=8, backbone_kwargs={"depth": 4}).eval()
     x = torch.randn(2, 6, 28, 28)
-    sw = SlidingWindowPredictor(model, InferenceOptions(device="cpu"), num_classes=3, tile_size=28,
+    sw = SlidingWindowPredictor(model, InferenceOptions(device="cpu", amp="none"), num_classes=3, tile_size=28,
                                 size_multiple=14, window_depth=8).predict_logits(x)
     with torch.no_grad():
         whole = model(x[None])[0]
@@ -154,3 +154,108 @@ def test_out_of_memory_with_the_smallest_windows_is_a_clear_error():
                                num_classes=1, tile_size=16, size_multiple=16, window_depth=8)
     with pytest.raises(MedTuningError, match="smallest windows; use --device cpu"):  # a user's error: exit 2
         p.predict_logits(torch.randn(1, 4, 16, 16))
+
+
+# -- whole-slice tiles -------------------------------------------------------------------
+def test_a_vit_takes_the_whole_slice_rounded_up_to_its_patch_size():
+    p = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, tile_size=126,
+                               size_multiple=14, window_depth=8)
+    assert p.tile_for(160, 150) == (168, 154)  # rectangular, each side a multiple of 14
+
+
+def test_slices_larger_than_the_limit_and_fixed_size_models_use_the_model_tile():
+    from MedTuningCore.inference.sliding_window import WHOLE_SLICE_LIMIT
+
+    vit = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, 126, 14, 8)
+    assert vit.tile_for(WHOLE_SLICE_LIMIT * 126 + 1, 100) == (126, 126)
+    swin = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, 128, 32, 8,
+                                  flexible_tiles=False)
+    assert swin.tile_for(160, 160) == (128, 128)
+    explicit = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu", tile_size=56), 3, 126, 14, 8)
+    assert explicit.tile_for(160, 160) == (56, 56)
+
+
+class ShapeRecorder(nn.Module):
+    """Echoes its input and records the window shapes it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return x[:, :1]
+
+
+def test_whole_slice_inference_runs_one_window_per_slab_and_crops_the_padding():
+    model = ShapeRecorder()
+    x = torch.randn(1, 6, 30, 37)
+    out = SlidingWindowPredictor(model, InferenceOptions(device="cpu"), 1, tile_size=28, size_multiple=14,
+                                 window_depth=8).predict_logits(x)
+    assert model.shapes == [(1, 1, 6, 42, 42)]
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
+
+
+def test_whole_slice_equals_the_model_on_the_padded_volume():
+    model = build_model(backbone="vit_small_patch14_dinov2", decoder="unet_stem", in_channels=2, num_classes=3,
+                        img_size=28, reference_depth=8, backbone_kwargs={"depth": 4}).eval()
+    x = torch.randn(2, 5, 40, 33)
+    out = SlidingWindowPredictor.for_model(model, InferenceOptions(device="cpu", amp="none")).predict_logits(x)
+    with torch.no_grad():
+        whole = model(torch.nn.functional.pad(x, (0, 42 - 33, 0, 42 - 40))[None])[0]
+    torch.testing.assert_close(out, whole[:, :, :40, :33], rtol=1e-5, atol=1e-5)
+
+
+# -- flips in one pass -------------------------------------------------------------------
+def test_flipped_copies_run_together_and_give_the_same_average_as_one_at_a_time():
+    model = build_model(backbone="vit_small_patch14_dinov2", decoder="setr_naive", in_channels=1, num_classes=2,
+                        img_size=28, reference_depth=8, backbone_kwargs={"depth": 4}).eval()
+    for module in model.modules():  # batch statistics must not couple the flipped copies
+        assert not module.training
+    x = torch.randn(1, 4, 28, 28)
+    recorder = []
+    model.register_forward_pre_hook(lambda _m, args: recorder.append(args[0].shape[0]))
+    together = SlidingWindowPredictor(model, InferenceOptions(device="cpu", tta=True, amp="none"), 2, 28, 14, 8)
+    one_by_one = SlidingWindowPredictor(model, InferenceOptions(device="cpu", tta=True, amp="none"), 2, 28, 14, 8)
+    one_by_one.flip_batch = 1
+    a = together.predict_logits(x)
+    assert recorder == [8]  # 8 flips x 4 slices fit in one CPU pass
+    b = one_by_one.predict_logits(x)
+    assert recorder[1:] == [1] * 8
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_flip_groups_are_sized_by_slices_per_pass():
+    from MedTuningCore.inference.sliding_window import CPU_SLICES_PER_PASS
+
+    p = predictor(ConstantModel(), tta=True)
+    assert p.flips_per_pass(torch.zeros(1, 1, CPU_SLICES_PER_PASS // 2, 4, 4)) == 2
+    thick = predictor(ConstantModel(), tta=True)
+    assert thick.flips_per_pass(torch.zeros(1, 1, CPU_SLICES_PER_PASS + 1, 4, 4)) == 1
+
+
+def test_out_of_memory_with_flips_first_halves_the_flipped_copies_per_pass():
+    class OutOfMemoryAboveBatch(nn.Module):
+        def forward(self, x):
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return x[:, :1]
+
+    events = []
+    x = torch.randn(1, 4, 16, 16)
+    p = SlidingWindowPredictor(OutOfMemoryAboveBatch(), InferenceOptions(device="cpu", tta=True), 1, 16, 4, 8)
+    p.flip_batch = 8  # as on CUDA
+    out = p.predict_logits(x, progress=events.append)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-5)
+    assert p.flip_batch == 2
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        "out of GPU memory: 4 flipped copies per pass", "out of GPU memory: 2 flipped copies per pass"]
+
+
+def test_bad_amp_and_tile_size_are_refused():
+    from MedTuningCore.errors import InputError
+
+    with pytest.raises(InputError, match="amp must be one of"):
+        InferenceOptions(amp="int8")
+    with pytest.raises(InputError, match="tile size"):
+        InferenceOptions(tile_size=-4)

@@ -1,0 +1,84 @@
+"""Which floating-point precision inference runs in.
+
+`auto` picks bfloat16 where the hardware computes it natively and float32 elsewhere:
+- CUDA: bf16 where the GPU supports it (Ampere and later), else fp16;
+- CPU: bf16 when the processor has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, Arm
+  FEAT_BF16, e.g. Apple M2 and later), where oneDNN runs bf16 matrix products at about twice
+  the float32 rate; float32 elsewhere, where bf16 would be emulated and slower.
+
+The FFT branch of the Med-Adapter always runs in float32 (med_adapter.FourierFilter3d).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import torch
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+
+# x86 flags (Linux /proc/cpuinfo) and the Arm feature name that mean native bf16 arithmetic
+X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+ARM_BF16_FLAG = "bf16"
+
+
+def cpuinfo_has_bf16(text: str) -> bool:
+    """Whether a Linux /proc/cpuinfo lists native bf16 (the `flags` line on x86, the
+    `Features` line on Arm)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        words = value.split()
+        if key.strip() == "flags" and any(flag in words for flag in X86_BF16_FLAGS):
+            return True
+        if key.strip() == "Features" and ARM_BF16_FLAG in words:
+            return True
+    return False
+
+
+def macos_has_bf16() -> bool:
+    """Apple silicon reports FEAT_BF16 through sysctl (1 on M2 and later)."""
+    try:
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                             timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.strip() == "1"
+
+
+@cache
+def cpu_has_native_bf16(platform: str | None = None) -> bool:
+    """Native bf16 arithmetic on this CPU. Windows has no portable way to ask for the bf16
+    flag without a native helper, so it answers False there (`--amp bf16` still works).
+    $MEDTUNING_CPU_BF16=0/1 overrides the check."""
+    forced = os.environ.get("MEDTUNING_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    platform = platform or sys.platform
+    if platform.startswith("linux"):
+        try:
+            return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text(errors="replace"))
+        except OSError:
+            return False
+    if platform == "darwin":
+        return macos_has_bf16()
+    return False
+
+
+def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` (auto | bf16 | fp16 | none) on `device`; None: float32."""
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None, "none": None}
+    if amp not in table:
+        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    return table[amp]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "float32")

@@ -1,0 +1,103 @@
+"""Which precision `--amp auto` picks, on each platform (the others simulated)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from MedTuningCore.inference import precision
+from MedTuningCore.inference.precision import autocast_dtype, cpu_has_native_bf16, cpuinfo_has_bf16
+
+
+@pytest.fixture(autouse=True)
+def fresh_check(monkeypatch):
+    monkeypatch.delenv("MEDTUNING_CPU_BF16", raising=False)
+    cpu_has_native_bf16.cache_clear()
+    yield
+    cpu_has_native_bf16.cache_clear()
+
+
+X86_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+X86_NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize("text,expected", [(X86_BF16, True), (X86_NO_BF16, False), (ARM_BF16, True),
+                                           ("flags : amx_bf16 amx_tile\n", True), ("", False)])
+def test_cpuinfo_flags_decide_native_bf16(text, expected):
+    assert cpuinfo_has_bf16(text) is expected
+
+
+def test_linux_reads_proc_cpuinfo(monkeypatch):
+    monkeypatch.setattr(precision.Path, "read_text", lambda self, errors=None: X86_NO_BF16)
+    assert cpu_has_native_bf16("linux") is False
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setattr(precision.Path, "read_text", lambda self, errors=None: X86_BF16)
+    assert cpu_has_native_bf16("linux") is True
+
+
+@pytest.mark.parametrize("answer,expected", [("1\n", True), ("0\n", False), ("", False)])
+def test_macos_asks_sysctl_for_feat_bf16(monkeypatch, answer, expected):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout=answer, stderr="")
+
+    monkeypatch.setattr(precision.subprocess, "run", fake_run)
+    assert cpu_has_native_bf16("darwin") is expected
+    assert calls == [["sysctl", "-n", "hw.optional.arm.FEAT_BF16"]]
+
+
+def test_macos_without_sysctl_answers_false(monkeypatch):
+    def missing(cmd, **kwargs):
+        raise FileNotFoundError(cmd[0])
+
+    monkeypatch.setattr(precision.subprocess, "run", missing)
+    assert cpu_has_native_bf16("darwin") is False
+
+
+def test_windows_keeps_float32_unless_asked(monkeypatch):
+    assert cpu_has_native_bf16("win32") is False
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
+    assert cpu_has_native_bf16("win32") is True
+
+
+def test_auto_on_the_cpu_follows_the_check_and_explicit_choices_win(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
+    assert autocast_dtype("auto", cpu) is torch.bfloat16
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "0")
+    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("none", cpu) is None and autocast_dtype(None, cpu) is None
+    with pytest.raises(ValueError, match="amp must be one of"):
+        autocast_dtype("int8", cpu)
+
+
+def test_training_precision_auto_is_bf16_on_cuda_and_follows_the_cpu_check(monkeypatch):
+    from MedTuningCore.errors import InputError
+    from MedTuningCore.training.trainer import training_autocast
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert training_autocast("auto", cuda) is torch.bfloat16
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
+    assert training_autocast("auto", cpu) is torch.bfloat16
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "0")
+    assert training_autocast("auto", cpu) is None
+    # runs from before the option resume as they trained: bf16 on CUDA only
+    assert training_autocast("cuda", cuda) is torch.bfloat16 and training_autocast("cuda", cpu) is None
+    assert training_autocast("none", cuda) is None and training_autocast("bf16", cpu) is torch.bfloat16
+    with pytest.raises(InputError, match="amp must be one of"):
+        training_autocast("fp8", cpu)
+
+
+def test_a_resumed_run_from_before_the_option_keeps_float32_on_the_cpu():
+    from MedTuningCore.training.finetune import LEGACY_DEFAULTS
+
+    assert LEGACY_DEFAULTS["amp"] == "cuda"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything only a GPU can show, in one run: the CUDA tests, then every benchmark on cuda.
+# Results go to docs/results/gpu/ (or $RESULTS); copy them back and quote them in docs/.
+#
+#   bash bench/gpu.sh                 # in an environment with torch (CUDA), timm, SimpleITK,
+#                                     # safetensors, pytest; MONAI for its comparison rows
+#
+# Each step writes its own file and a failed step does not stop the others, so a short lease
+# still brings back what finished. The volume is BraTS 2013 pat0003 from ../shared/data.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+RESULTS=${RESULTS:-docs/results/gpu}
+mkdir -p "$RESULTS"
+"$PYTHON" - <<'EOF' | tee "$RESULTS/device.txt"
+import torch
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
+EOF
+
+step() {  # step NAME COMMAND...: run, keep its output, report its exit status
+    local name=$1; shift
+    echo "== $name: $*"
+    local start=$SECONDS
+    "$@" > "$RESULTS/$name.md" 2> "$RESULTS/$name.log"
+    echo "   exit $? after $((SECONDS - start)) s ($RESULTS/$name.md)"
+}
+
+step cuda_tests "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
+# issue 14's GPU target: ViT-B/16 + UPerNet Med-Adapter on the 240 x 240 x 155 volume at 1 mm
+step inference_vit_b "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
+step inference_brats "$PYTHON" bench/inference_baselines.py --device cuda --model brats-glioma --json "$RESULTS/inference_brats.json"
+step profile_vit_b "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
+step speed "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,tta
+step finetune_cost "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
+    --configs full,head,adapter,lora,med_adapter,med_adapter+bf16,med_adapter+ckpt,med_adapter+ckpt+bf16
+echo "done: $RESULTS"
