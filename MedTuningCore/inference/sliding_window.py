@@ -129,7 +129,7 @@ class SlidingWindowPredictor:
         self.flexible_tiles = flexible_tiles
         self.window_depth = options.window_depth or window_depth
         self.batch_size = options.batch_size or (8 if self.device.type == "cuda" else 1)
-        self.flip_batch: int | None = None  # flipped copies per pass; None: from the slab size
+        self.flip_batch = len(FLIPS)  # most flipped copies per pass; halved on out-of-memory
         self.amp = autocast_dtype(options.amp, self.device)
 
     @classmethod
@@ -208,7 +208,7 @@ class SlidingWindowPredictor:
                 out = self._forward(windows)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                if self.options.tta and self.flip_batch and self.flip_batch > 1:
+                if self.options.tta and self.flip_batch > 1:
                     self.flip_batch //= 2
                     notify(progress, {"event": "warning", "message":
                                       f"out of GPU memory: {self.flip_batch} flipped copies per pass"})
@@ -228,11 +228,12 @@ class SlidingWindowPredictor:
 
     def flips_per_pass(self, windows: torch.Tensor) -> int:
         """How many flipped copies of a batch go through the model together: all 8 on CUDA
-        (halved on out-of-memory), on the CPU as many as fit in CPU_SLICES_PER_PASS slices."""
-        if self.flip_batch is None:
-            slices = windows.shape[0] * windows.shape[2]
-            self.flip_batch = len(FLIPS) if self.device.type == "cuda" else max(1, CPU_SLICES_PER_PASS // slices)
-        return self.flip_batch
+        (halved on out-of-memory), on the CPU as many as fit in CPU_SLICES_PER_PASS slices of
+        this batch (a predictor serves volumes of any depth, so it is worked out per batch)."""
+        if self.device.type == "cuda":
+            return self.flip_batch
+        slices = windows.shape[0] * windows.shape[2]
+        return min(self.flip_batch, max(1, CPU_SLICES_PER_PASS // slices))
 
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows, averaged over the flips of all three axes with

@@ -101,6 +101,8 @@ def training_autocast(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "cuda":
         return torch.bfloat16 if device.type == "cuda" else None
     if amp == "auto" and device.type == "cuda":
+        # bf16 even on GPUs without native bf16, never inference's fp16 fallback: fp16
+        # gradients would need a loss scaler, which this trainer does not have
         return torch.bfloat16
     return autocast_dtype(amp, device)
 

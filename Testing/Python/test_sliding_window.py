@@ -232,6 +232,9 @@ def test_cpu_flip_groups_are_sized_by_slices_per_pass():
     assert p.flips_per_pass(torch.zeros(1, 1, CPU_SLICES_PER_PASS // 2, 4, 4)) == 2
     thick = predictor(ConstantModel(), tta=True)
     assert thick.flips_per_pass(torch.zeros(1, 1, CPU_SLICES_PER_PASS + 1, 4, 4)) == 1
+    # one predictor serves volumes of any depth: a thin volume after a thick one, and back
+    assert thick.flips_per_pass(torch.zeros(1, 1, 4, 4, 4)) == 8
+    assert thick.flips_per_pass(torch.zeros(1, 1, CPU_SLICES_PER_PASS + 1, 4, 4)) == 1
 
 
 def test_out_of_memory_with_flips_first_halves_the_flipped_copies_per_pass():
