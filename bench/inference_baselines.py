@@ -16,11 +16,11 @@ The volume is BraTS 2013 pat0003 (FLAIR + T1c, 240 x 240 x 155 at 1 mm). Each me
 a fresh process, once after a warm-up call (one-time costs such as oneDNN's kernel creation
 or cuDNN's autotuning are start-up, not inference):
 
-- medtuning: `Segmenter` with its defaults (whole-slice tiles for ViTs, bf16 where the
-  hardware computes it natively, flips batched); `inference s` is the inference stage alone,
-  `s / volume` the whole call (resampling there and back included).
-- medtuning-fp32-tiles: the same with the previous defaults (tiles of the model's slice
-  size, overlap 0.5, float32): what the new defaults gain.
+- medtuning: `Segmenter` with its defaults (tiles of the model's slice size, overlap 0.5,
+  bf16 where the hardware computes it natively, flips batched); `inference s` is the
+  inference stage alone, `s / volume` the whole call (resampling there and back included).
+- medtuning-whole: the same with `--whole-slices` (ViTs take each slice whole).
+- medtuning-fp32-tiles: the defaults in float32 (what a CPU without native bf16 runs).
 - plain: the loop a researcher would write: windows of the model's slice size one at a time
   under `torch.no_grad`, overlap 0.5, float32, averaged with uniform weights.
 - monai: `monai.inferers.sliding_window_inference(roi_size=window, overlap=0.5,
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT.parent / "shared" / "data" / "brats2013" / "pat0003"
 FLIPS = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
-METHODS = ("medtuning", "medtuning-fp32-tiles", "plain", "monai", "backbone-once")
+METHODS = ("medtuning", "medtuning-whole", "medtuning-fp32-tiles", "plain", "monai", "backbone-once")
 VIT_B_UPERNET = {"model": {"backbone": "vit_base_patch16_224", "decoder": "upernet", "tuning": "med_adapter",
                            "in_channels": 2, "num_classes": 5},
                  "preprocessing": {"spacing": [1.0, 1.0, 1.0]}}
@@ -125,8 +125,7 @@ def child(method: str, tta: bool, model_name: str, device: str) -> dict:
     if method == "medtuning-fp32-tiles":
         inference |= {"amp": "none", "overlap": 0.5}
     segmenter, weights = load_segmenter(model_name, inference)
-    if method == "medtuning-fp32-tiles":
-        segmenter.predictor.options.tile_size = segmenter.model.config.img_size
+    segmenter.predictor.options.whole_slices = method == "medtuning-whole"
     channels = [sitk.ReadImage(str(CASE / f)) for f in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")]
     from MedTuningCore.data.preprocessing import preprocess
     from MedTuningCore.inference.precision import precision_name
@@ -194,15 +193,16 @@ def summary(rows: list[dict]) -> list[str]:
     lines = []
     for tta in (False, True):
         by = {r["method"]: r["inference_seconds"] for r in rows if r["tta"] == tta or r["method"] == "backbone-once"}
-        ours = by.get("medtuning")
-        if ours is None:
-            continue
         flips = "with flips" if tta else "without flips"
-        for other in ("plain", "monai", "medtuning-fp32-tiles"):
-            if other in by:
-                lines.append(f"- {flips}: {other} / medtuning = {by[other] / ours:.2f}x")
-        if not tta and "backbone-once" in by:
-            lines.append(f"- medtuning inference / one float32 backbone pass = {ours / by['backbone-once']:.2f}x")
+        for ours in ("medtuning", "medtuning-whole"):
+            if ours not in by:
+                continue
+            for other in ("plain", "monai", "medtuning-fp32-tiles"):
+                if other in by:
+                    lines.append(f"- {flips}: {other} / {ours} = {by[other] / by[ours]:.2f}x")
+            if not tta and "backbone-once" in by:
+                lines.append(f"- {ours} inference / one float32 backbone pass = "
+                             f"{by[ours] / by['backbone-once']:.2f}x")
     return lines
 
 

@@ -1,7 +1,7 @@
 """Where the time of a `segment` call goes, and how close it runs to the machine's limit.
 
     python bench/inference_profile.py [--model brats-glioma|vit_b_upernet] [--device cpu|cuda]
-        [--amp auto|none|bf16] [--tile-size N] [--tta] [--compile] [--threads N]
+        [--amp auto|none|bf16] [--tile-size N] [--whole-slices] [--tta] [--compile] [--threads N]
 
 1. The machine's floor: the throughput of large matrix products (4096 x 4096, best of 3)
    in float32 and bf16 on this device, with the thread count PyTorch uses.
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--tile-size", type=int, default=None)
+    parser.add_argument("--whole-slices", action="store_true", help="ViTs take each slice whole")
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (timed after its warm-up)")
@@ -137,7 +138,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     inference = {"device": args.device, "amp": args.amp, "overlap": args.overlap, "tta": args.tta,
-                 "compile": args.compile}
+                 "compile": args.compile, "whole_slices": args.whole_slices}
     if args.tile_size:
         inference["tile_size"] = args.tile_size
     segmenter, weights = load_segmenter(args.model, inference)

@@ -27,7 +27,8 @@ def inference_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in {
         "device": args.device, "tta": args.tta, "overlap": args.overlap,
         "batch_size": args.batch_size, "compile": args.compile,
-        "window_depth": args.window_depth, "tile_size": args.tile_size, "amp": args.amp,
+        "window_depth": args.window_depth, "tile_size": args.tile_size,
+        "whole_slices": args.whole_slices, "amp": args.amp,
     }.items() if v is not None}
 
 

@@ -28,7 +28,8 @@ from ..progress import ProgressCallback
 from .segmenter import SegmentationResult, Segmenter, SetDescription
 
 PathLike = str | os.PathLike
-INFERENCE_OPTIONS = ("device", "tta", "overlap", "batch_size", "compile", "window_depth", "tile_size", "amp")
+INFERENCE_OPTIONS = ("device", "tta", "overlap", "batch_size", "compile", "window_depth", "tile_size",
+                     "whole_slices", "amp")
 
 
 def is_description(spec: str) -> bool:

@@ -1,11 +1,14 @@
 """Sliding-window inference over slabs of slices, with weighted blending.
 
 The model mixes information along D, so windows are slabs of `window_depth` slices (the
-whole volume when it is thinner). In-plane, a ViT takes the whole slice at once (rounded up
-to its patch size) when it is at most `WHOLE_SLICE_LIMIT` times the model's slice size per
-side: every voxel is computed once, where overlapping tiles of the training size compute
-most of them two to four times. Models with a fixed input size (Swin) and larger slices use
-tiles of the model's slice size. Windows overlap; their logits are blended with a Gaussian
+whole volume when it is thinner). In-plane, windows are tiles of the model's slice size by
+default. With `whole_slices` a ViT takes the whole slice at once (rounded up to its patch
+size) when it is at most `WHOLE_SLICE_LIMIT` times the model's slice size per side: every
+voxel is computed once, where overlapping tiles compute most of them two to four times.
+That is about twice as fast on the CPU but not the default: on the shared BraTS cases it
+lowered the mean necrosis Dice of `brats-glioma` by 0.025 (docs/INFERENCE.md), beyond the
+0.005 a default may change. Models with a fixed input size (Swin) always use tiles.
+Windows overlap; their logits are blended with a Gaussian
 or linear-ramp importance map and normalised by the summed weights, so every voxel is a
 proper weighted mean.
 """
@@ -42,8 +45,9 @@ class InferenceOptions:
 
     window_depth: int | None = None  # slices per slab; None: the whole volume up to 2 x the model's
     # reference depth D0 (one slab sees all context, no slice is computed twice), else D0
-    tile_size: int | None = None  # in-plane tile; None: the whole slice where the model takes it
-    # (ViTs, up to WHOLE_SLICE_LIMIT x its slice size), else the model's slice size
+    tile_size: int | None = None  # in-plane tile; None: the model's slice size
+    whole_slices: bool = False  # ViTs take each slice whole (up to WHOLE_SLICE_LIMIT x their slice
+    # size): about 2x faster, a small Dice change (see the module docstring)
     overlap: float = 0.5  # fraction of a window shared with its neighbour
     blend: str = "gaussian"
     tta: bool = False  # average over flips of all three axes (8 passes)
@@ -143,13 +147,14 @@ class SlidingWindowPredictor:
                    window_depth=cfg.reference_depth, flexible_tiles=backbone_family(cfg.backbone) == "vit")
 
     def tile_for(self, height: int, width: int) -> tuple[int, int]:
-        """The in-plane window: an explicit --tile-size; else the whole slice (rounded up to
-        the size multiple) where the model takes it; else the model's slice size."""
+        """The in-plane window: an explicit --tile-size; else, with `whole_slices`, the whole
+        slice (rounded up to the size multiple) where the model takes it; else the model's
+        slice size."""
         if self.options.tile_size:
             return self.options.tile_size, self.options.tile_size
         m = self.size_multiple
         whole = (-(-height // m) * m, -(-width // m) * m)
-        if self.flexible_tiles and max(whole) <= WHOLE_SLICE_LIMIT * self.model_tile:
+        if self.options.whole_slices and self.flexible_tiles and max(whole) <= WHOLE_SLICE_LIMIT * self.model_tile:
             return whole
         return self.model_tile, self.model_tile
 

@@ -157,18 +157,25 @@ def test_out_of_memory_with_the_smallest_windows_is_a_clear_error():
 
 
 # -- whole-slice tiles -------------------------------------------------------------------
-def test_a_vit_takes_the_whole_slice_rounded_up_to_its_patch_size():
-    p = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, tile_size=126,
+def test_a_vit_takes_the_whole_slice_rounded_up_to_its_patch_size_when_asked():
+    p = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu", whole_slices=True), 3, tile_size=126,
                                size_multiple=14, window_depth=8)
     assert p.tile_for(160, 150) == (168, 154)  # rectangular, each side a multiple of 14
+
+
+def test_by_default_tiles_are_the_model_slice_size():
+    """Whole slices changed Dice by more than a default may (docs/INFERENCE.md): opt-in only."""
+    p = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, 126, 14, 8)
+    assert p.tile_for(160, 150) == (126, 126)
 
 
 def test_slices_larger_than_the_limit_and_fixed_size_models_use_the_model_tile():
     from MedTuningCore.inference.sliding_window import WHOLE_SLICE_LIMIT
 
-    vit = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, 126, 14, 8)
+    vit = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu", whole_slices=True), 3, 126, 14, 8)
+    assert vit.tile_for(WHOLE_SLICE_LIMIT * 126, 100) == (WHOLE_SLICE_LIMIT * 126, 112)
     assert vit.tile_for(WHOLE_SLICE_LIMIT * 126 + 1, 100) == (126, 126)
-    swin = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu"), 3, 128, 32, 8,
+    swin = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu", whole_slices=True), 3, 128, 32, 8,
                                   flexible_tiles=False)
     assert swin.tile_for(160, 160) == (128, 128)
     explicit = SlidingWindowPredictor(ConstantModel(), InferenceOptions(device="cpu", tile_size=56), 3, 126, 14, 8)
@@ -190,7 +197,8 @@ class ShapeRecorder(nn.Module):
 def test_whole_slice_inference_runs_one_window_per_slab_and_crops_the_padding():
     model = ShapeRecorder()
     x = torch.randn(1, 6, 30, 37)
-    out = SlidingWindowPredictor(model, InferenceOptions(device="cpu"), 1, tile_size=28, size_multiple=14,
+    out = SlidingWindowPredictor(model, InferenceOptions(device="cpu", whole_slices=True), 1, tile_size=28,
+                                 size_multiple=14,
                                  window_depth=8).predict_logits(x)
     assert model.shapes == [(1, 1, 6, 42, 42)]
     torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
@@ -200,7 +208,8 @@ def test_whole_slice_equals_the_model_on_the_padded_volume():
     model = build_model(backbone="vit_small_patch14_dinov2", decoder="unet_stem", in_channels=2, num_classes=3,
                         img_size=28, reference_depth=8, backbone_kwargs={"depth": 4}).eval()
     x = torch.randn(2, 5, 40, 33)
-    out = SlidingWindowPredictor.for_model(model, InferenceOptions(device="cpu", amp="none")).predict_logits(x)
+    options = InferenceOptions(device="cpu", amp="none", whole_slices=True)
+    out = SlidingWindowPredictor.for_model(model, options).predict_logits(x)
     with torch.no_grad():
         whole = model(torch.nn.functional.pad(x, (0, 42 - 33, 0, 42 - 40))[None])[0]
     torch.testing.assert_close(out, whole[:, :, :40, :33], rtol=1e-5, atol=1e-5)
@@ -262,3 +271,13 @@ def test_bad_amp_and_tile_size_are_refused():
         InferenceOptions(amp="int8")
     with pytest.raises(InputError, match="tile size"):
         InferenceOptions(tile_size=-4)
+
+
+def test_whole_slices_flag_reaches_the_inference_options():
+    from MedTuningCore.cli.app import build_parser
+    from MedTuningCore.cli.segment import inference_overrides
+
+    base = ["segment", "in.nii.gz", "--set", "s", "-o", "out.nii.gz"]
+    assert "whole_slices" not in inference_overrides(build_parser().parse_args(base))  # the set's own default
+    assert inference_overrides(build_parser().parse_args([*base, "--whole-slices"]))["whole_slices"] is True
+    assert InferenceOptions(whole_slices=True).whole_slices and not InferenceOptions().whole_slices
