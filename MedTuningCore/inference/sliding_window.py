@@ -33,9 +33,11 @@ BLENDS = ("gaussian", "linear")
 #: a whole slice is one tile up to this many times the model's slice size per side (4 x its
 #: tokens; attention grows with the square of the token count)
 WHOLE_SLICE_LIMIT = 2
-#: on the CPU, flipped copies (--tta) go through the model together up to this many slices
-#: per pass: fewer, larger matrix products, and activations that still fit in a laptop's memory
-CPU_SLICES_PER_PASS = 256
+#: flipped copies (--tta) per model pass: all 8 on CUDA (a thin volume alone does not fill a
+#: GPU), one at a time on the CPU, where a slab of ~100 slices already keeps every core busy:
+#: measured on brats-glioma (2 cores, bf16), 2 flips per pass took 60.5 s for 8 flips, one at
+#: a time 53.9 s (docs/INFERENCE.md)
+FLIPS_PER_PASS = {"cuda": 8, "cpu": 1}
 FLIPS = [axes for r in range(4) for axes in itertools.combinations((2, 3, 4), r)]
 
 
@@ -133,7 +135,7 @@ class SlidingWindowPredictor:
         self.flexible_tiles = flexible_tiles
         self.window_depth = options.window_depth or window_depth
         self.batch_size = options.batch_size or (8 if self.device.type == "cuda" else 1)
-        self.flip_batch = len(FLIPS)  # most flipped copies per pass; halved on out-of-memory
+        self.flip_batch = FLIPS_PER_PASS.get(self.device.type, 1)  # halved on out-of-memory
         self.amp = autocast_dtype(options.amp, self.device)
 
     @classmethod
@@ -231,20 +233,11 @@ class SlidingWindowPredictor:
             notify(progress, {"event": "progress", "stage": "inference", "fraction": done / len(plan.starts)})
         return (logits / norm)[:, :, :h, :w]
 
-    def flips_per_pass(self, windows: torch.Tensor) -> int:
-        """How many flipped copies of a batch go through the model together: all 8 on CUDA
-        (halved on out-of-memory), on the CPU as many as fit in CPU_SLICES_PER_PASS slices of
-        this batch (a predictor serves volumes of any depth, so it is worked out per batch)."""
-        if self.device.type == "cuda":
-            return self.flip_batch
-        slices = windows.shape[0] * windows.shape[2]
-        return min(self.flip_batch, max(1, CPU_SLICES_PER_PASS // slices))
-
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows, averaged over the flips of all three axes with
         --tta; flipped copies are concatenated along the batch and run in one pass."""
         flips = FLIPS if self.options.tta else [()]
-        group = self.flips_per_pass(windows) if len(flips) > 1 else 1
+        group = self.flip_batch if len(flips) > 1 else 1
         n = windows.shape[0]
         total = None
         for first in range(0, len(flips), group):
