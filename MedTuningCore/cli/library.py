@@ -23,7 +23,7 @@ def cmd_sets_list(args) -> int:
     rows = []
     for name in library.names():
         try:
-            rows.append(library.get(name).summary())
+            rows.append(library.summary(name))
         except AdapterSetError as error:
             rows.append({"name": name, "error": str(error)})
     shipped = shipped_rows(library)

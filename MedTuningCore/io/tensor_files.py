@@ -6,6 +6,10 @@ unpickled. Before it sees a byte this module refuses pickles and PyTorch zip arc
 to .safetensors with a message of their own, and a header length beyond `MAX_HEADER_BYTES`.
 Integrity beyond the structure is checked by content hashes (see `tensor_digest`).
 Every failure is a `TensorFileError` naming the file and what to do.
+
+Reading and hashing work on raw bytes (`read_raw`, `raw_digest`) without importing PyTorch, so
+that commands that only look at files (`sets list`, `backbones verify`) start in a fraction
+of a second; PyTorch is imported where tensors are made.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import json
 import os
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, deserialize
-from safetensors.torch import save_file
 
 from ..errors import MedTuningError
 from .atomic import atomic_path
@@ -28,21 +32,36 @@ MAX_HEADER_BYTES = 16 * 2**20  # a manifest plus a few thousand tensor entries f
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, zip
 GET_AGAIN = "copy, download or export the file again from its source"
 
+if TYPE_CHECKING:
+    import torch
+
 # The dtypes MedTuning stores, by their safetensors names (also used in `tensor_digest`).
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-}
-NAMES = {dtype: name for name, dtype in DTYPES.items()}
+DTYPE_NAMES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
+
+
+def torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+            "U8": torch.uint8, "BOOL": torch.bool}
 
 
 class TensorFileError(MedTuningError):
     """A tensor file is malformed, truncated or tampered with."""
 
 
-def read_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a safetensors file, after strict validation."""
+@dataclass(frozen=True)
+class RawTensor:
+    """One tensor as stored: safetensors dtype name, shape, little-endian bytes."""
+
+    dtype: str
+    shape: list[int]
+    data: bytes | bytearray
+
+
+def read_raw(path: str | os.PathLike) -> tuple[dict[str, RawTensor], dict[str, str]]:
+    """Raw tensors and string metadata of a safetensors file, after strict validation."""
     p = Path(path)
     try:
         data = p.read_bytes()  # one snapshot: the tensors and the metadata come from the same bytes
@@ -53,8 +72,24 @@ def read_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         entries = deserialize(data)
     except SafetensorError as error:
         raise TensorFileError(f"{p}: {describe(error)}; {GET_AGAIN}") from None
-    tensors = {name: _tensor(p, name, entry) for name, entry in entries}
-    return tensors, _metadata(p, data)
+    raw = {}
+    for name, entry in entries:
+        if entry["dtype"] not in DTYPE_NAMES:
+            raise TensorFileError(f"{p}: tensor {name!r} has dtype {entry['dtype']}, which MedTuning never writes "
+                                  f"(damaged or not a MedTuning file); {GET_AGAIN}")
+        raw[name] = RawTensor(entry["dtype"], list(entry["shape"]), entry["data"])
+    return raw, _metadata(p, data)
+
+
+def read_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file, after strict validation."""
+    raw, metadata = read_raw(path)
+    return to_torch(raw), metadata
+
+
+def to_torch(raw: Mapping[str, RawTensor]) -> dict[str, torch.Tensor]:
+    dtypes = torch_dtypes()
+    return {name: _tensor(r, dtypes[r.dtype]) for name, r in raw.items()}
 
 
 def check_preamble(path: Path, data: bytes) -> None:
@@ -79,17 +114,14 @@ def describe(error: SafetensorError) -> str:
     return f"damaged header or data ({detail[:200]})"
 
 
-def _tensor(path: Path, name: str, entry: Mapping) -> torch.Tensor:
-    dtype = DTYPES.get(entry["dtype"])
-    if dtype is None:
-        raise TensorFileError(f"{path}: tensor {name!r} has dtype {entry['dtype']}, which MedTuning never writes "
-                              f"(damaged or not a MedTuning file); {GET_AGAIN}")
-    raw = entry["data"]
-    if not raw:
-        return torch.empty(entry["shape"], dtype=dtype)
+def _tensor(raw: RawTensor, dtype: torch.dtype) -> torch.Tensor:
+    import torch
+
+    if not raw.data:
+        return torch.empty(raw.shape, dtype=dtype)
     # a private, writable buffer: a set's tensors become model parameters that training updates in place
-    buffer = raw if isinstance(raw, bytearray) else bytearray(raw)
-    return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+    buffer = raw.data if isinstance(raw.data, bytearray) else bytearray(raw.data)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(raw.shape)
 
 
 def _metadata(path: Path, data: bytes) -> dict[str, str]:
@@ -105,11 +137,24 @@ def _metadata(path: Path, data: bytes) -> dict[str, str]:
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes, in name order (independent of file layout)."""
+    import torch
+
+    names = {dtype: name for name, dtype in torch_dtypes().items()}
+    raw = {}
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw[name] = RawTensor(names[t.dtype], list(t.shape), data)
+    return raw_digest(raw)
+
+
+def raw_digest(tensors: Mapping[str, RawTensor]) -> str:
+    """`tensor_digest` of tensors as read from a file, without making torch tensors."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{NAMES[t.dtype]}|{list(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        t = tensors[name]
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.data)
     return digest.hexdigest()
 
 
@@ -117,5 +162,7 @@ def write_tensor_file(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
     """Write a safetensors file atomically (see `atomic.atomic_path`)."""
+    from safetensors.torch import save_file
+
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))

@@ -15,14 +15,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from ..io.tensor_files import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
-from ..models.inserted import Inserted
+from ..io.tensor_files import TensorFileError, raw_digest, read_raw, tensor_digest, to_torch, write_tensor_file
 from .manifest import AdapterSetError, BackboneRef, Channel, Label, Manifest, ModelSpec, Task
+
+if TYPE_CHECKING:  # PyTorch is imported where tensors are made: listing sets does not need it
+    import torch
+    from torch import nn
 
 MANIFEST_KEY = "medtuning_manifest"
 MANIFEST_HASH_KEY = "medtuning_manifest_sha256"
@@ -53,20 +53,25 @@ class AdapterSet:
 
     def summary(self) -> dict:
         """What a listing shows of the set (`medtuning sets list`, the Slicer module's table)."""
-        m = self.manifest
-        return {
-            "name": m.name, "version": m.version, "task": m.task.modality,
-            "channels": [c.name for c in m.task.channels], "labels": [lb.name for lb in m.task.labels],
-            "backbone": m.backbone.name, "tuning": m.model.tuning,
-            "size_mb": round(self.path.stat().st_size / 1e6, 2) if self.path else round(self.size_bytes() / 1e6, 2),
-            "license": m.license, "metrics": m.metrics,
-        }
+        size = self.path.stat().st_size if self.path else self.size_bytes()
+        return set_summary(self.manifest, size)
+
+
+def set_summary(m: Manifest, size_bytes: int) -> dict:
+    return {
+        "name": m.name, "version": m.version, "task": m.task.modality,
+        "channels": [c.name for c in m.task.channels], "labels": [lb.name for lb in m.task.labels],
+        "backbone": m.backbone.name, "tuning": m.model.tuning, "size_mb": round(size_bytes / 1e6, 2),
+        "license": m.license, "metrics": m.metrics,
+    }
 
 
 def tuned_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What an adapter set stores: every tuned parameter, plus the buffers (BatchNorm
     statistics) of the decoder and of the inserted modules. With `full` tuning that is the
     whole model."""
+    from ..models.inserted import Inserted
+
     inserted_buffers = {id(b) for m in model.modules() if isinstance(m, Inserted) for b in m.buffers()}
     params = {id(p) for p in model.parameters()}
     keep = {}
@@ -111,6 +116,7 @@ def make_manifest(
     import platform
 
     import timm
+    import torch
 
     from .. import __version__
 
@@ -147,11 +153,21 @@ def save_adapter_set(path: str | os.PathLike, manifest: Manifest, tensors: Mappi
 
 def load_adapter_set(path: str | os.PathLike) -> AdapterSet:
     """Read and verify a set; raises AdapterSetError naming the file and what is wrong."""
-    p = Path(path)
+    manifest, raw = _read_verified(Path(path))
+    return AdapterSet(manifest, to_torch(raw), Path(path))
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """The manifest of a set, verified like `load_adapter_set` (tensor bytes included), without
+    importing PyTorch: for listings."""
+    return _read_verified(Path(path))[0]
+
+
+def _read_verified(p: Path) -> tuple[Manifest, dict]:
     if not p.is_file():
         raise AdapterSetError(f"{p}: no such adapter-set file")
     try:
-        tensors, metadata = read_tensor_file(p)
+        raw, metadata = read_raw(p)
     except TensorFileError as error:
         raise AdapterSetError(str(error)) from None
     text = metadata.get(MANIFEST_KEY)
@@ -164,6 +180,6 @@ def load_adapter_set(path: str | os.PathLike) -> AdapterSet:
     except json.JSONDecodeError as error:
         raise AdapterSetError(f"{p}: manifest is not valid JSON ({error})") from None
     manifest = Manifest.from_json(document, p)
-    if tensor_digest(tensors) != manifest.tensors_sha256:
+    if raw_digest(raw) != manifest.tensors_sha256:
         raise AdapterSetError(f"{p}: tensor data was changed or damaged (SHA-256 differs from the manifest)")
-    return AdapterSet(manifest, tensors, p)
+    return manifest, raw

