@@ -2,6 +2,7 @@
 
     python bench/inference_profile.py [--model brats-glioma|vit_b_upernet] [--device cpu|cuda]
         [--amp auto|none|bf16] [--tile-size N] [--whole-slices] [--tta] [--compile] [--threads N]
+        [--flips-per-pass N] [--contiguous-decoder] [--no-flops]
 
 1. The machine's floor: the throughput of large matrix products (4096 x 4096, best of 3)
    in float32 and bf16 on this device, with the thread count PyTorch uses.
@@ -125,6 +126,10 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (timed after its warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
+    parser.add_argument("--flips-per-pass", type=int, default=None,
+                        help="flipped copies per model pass with --tta (default: 1 on the CPU, 8 on CUDA)")
+    parser.add_argument("--contiguous-decoder", action="store_true",
+                        help="undo the decoder's channels-last layout (to measure what it gains)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (one extra inference)")
     args = parser.parse_args()
 
@@ -144,6 +149,10 @@ def main() -> None:
     segmenter, weights = load_segmenter(args.model, inference)
     device, predictor, model = segmenter.device, segmenter.predictor, segmenter.model
     precision = precision_name(predictor.amp)
+    if args.flips_per_pass:
+        predictor.flip_batch = args.flips_per_pass
+    if args.contiguous_decoder:
+        model.decoder.to(memory_format=torch.contiguous_format)
 
     fp32 = matmul_rate(device, torch.float32)
     bf16 = matmul_rate(device, torch.bfloat16)

@@ -35,8 +35,8 @@ BLENDS = ("gaussian", "linear")
 WHOLE_SLICE_LIMIT = 2
 #: flipped copies (--tta) per model pass: all 8 on CUDA (a thin volume alone does not fill a
 #: GPU), one at a time on the CPU, where a slab of ~100 slices already keeps every core busy:
-#: measured on brats-glioma (2 cores, bf16), 2 flips per pass took 60.5 s for 8 flips, one at
-#: a time 53.9 s (docs/INFERENCE.md)
+#: measured on brats-glioma (2 cores, bf16), 8 flips took 65.7 s two per pass, 53.7 s one at a
+#: time (docs/INFERENCE.md)
 FLIPS_PER_PASS = {"cuda": 8, "cpu": 1}
 FLIPS = [axes for r in range(4) for axes in itertools.combinations((2, 3, 4), r)]
 
