@@ -60,6 +60,7 @@ class MedTuningSegmentParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     testTimeFlips: bool = False
+    wholeSlices: bool = False  # faster on a CPU, Dice may change slightly (docs/INFERENCE.md)
     trainingSegmentation: vtkMRMLSegmentationNode
     datasetFolder: pathlib.Path  # an empty path edit reads as Path("."): no folder
     labelMapping: str = ""
@@ -296,7 +297,7 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass(
                     "vtkMRMLSegmentationNode", f"{volumes[0].GetName() if volumes[0] else 'MedTuning'} segmentation")
             self.startJob(self.logic.startSegmentation(volumes, self.selectedSetName(), p.outputSegmentation,
-                                                       p.device, p.testTimeFlips), "Segmenting")
+                                                       p.device, p.testTimeFlips, p.wholeSlices), "Segmenting")
 
     def onAddCase(self) -> None:
         p = self._parameterNode
@@ -451,7 +452,7 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
 
     # -- segmentation -------------------------------------------------------------------
     def startSegmentation(self, volumes, setName: str, segmentationNode, device: str = "auto",
-                          flips: bool = False) -> jobs.Job:
+                          flips: bool = False, wholeSlices: bool = False) -> jobs.Job:
         """Write the volumes as NRRD, run `medtuning segment` in the background; the returned
         job's finish() loads the label map into `segmentationNode` with the set's names,
         colours and terminology."""
@@ -465,16 +466,16 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
         inputs = [mrml_io.write_volume(v, job.runner_dir / f"channel{i}.nrrd") for i, v in enumerate(volumes)]
         output = job.runner_dir / "labels.nrrd"
         args = ["segment", *map(str, inputs), "--set", setName, "-o", str(output), "--device", device,
-                "--progress", "json"] + (["--tta"] if flips else [])
+                "--progress", "json"] + (["--tta"] if flips else []) + (["--whole-slices"] if wholeSlices else [])
         job.start(args)
         job.on_finish = lambda: mrml_io.load_labels_into_segmentation(
             output, segmentationNode, labels, volumes[0])
         return job
 
     def segment(self, volumes, setName: str, segmentationNode, device: str = "auto", flips: bool = False,
-                timeout: float | None = None):
+                timeout: float | None = None, wholeSlices: bool = False):
         """Blocking variant for scripts and batch use."""
-        job = self.startSegmentation(volumes, setName, segmentationNode, device, flips)
+        job = self.startSegmentation(volumes, setName, segmentationNode, device, flips, wholeSlices)
         state = job.wait(timeout)
         if state.error:
             job.discard()

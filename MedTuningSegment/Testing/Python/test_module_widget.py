@@ -103,6 +103,9 @@ def test_the_module_opens_with_every_binding_made_by_slicers_connectors(module):
     assert node.epochs == 7
     node.device = "cpu"
     assert module.ui.deviceComboBox.currentText == "cpu"
+    assert not node.wholeSlices and not module.ui.wholeSlicesCheckBox.checked  # tiles by default
+    module.ui.wholeSlicesCheckBox.checked = True
+    assert node.wholeSlices
 
 
 def test_choosing_a_set_shows_its_channels_and_survives_a_library_refresh(module):
@@ -132,8 +135,10 @@ def test_apply_segments_a_brats_case_with_the_sets_names_colours_and_terminology
     module.ui.inputVolume0Selector.setCurrentNode(volumes[0])
     module.ui.inputVolume1Selector.setCurrentNode(volumes[1])
     assert module.ui.applyButton.enabled
+    module.ui.wholeSlicesCheckBox.checked = True  # the faster setting, through to the command line
     module.ui.applyButton.click()
     assert not module.ui.applyButton.enabled and module.ui.cancelButton.enabled
+    assert "--whole-slices" in module.widget._job.runner.args
     run_job(module)
     no_hidden_errors()
     assert not errors_shown(module), errors_shown(module)
