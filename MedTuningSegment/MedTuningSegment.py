@@ -466,7 +466,8 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
         inputs = [mrml_io.write_volume(v, job.runner_dir / f"channel{i}.nrrd") for i, v in enumerate(volumes)]
         output = job.runner_dir / "labels.nrrd"
         args = ["segment", *map(str, inputs), "--set", setName, "-o", str(output), "--device", device,
-                "--progress", "json"] + (["--tta"] if flips else []) + (["--whole-slices"] if wholeSlices else [])
+                "--progress", "json", "--whole-slices" if wholeSlices else "--no-whole-slices"] + (
+                    ["--tta"] if flips else [])
         job.start(args)
         job.on_finish = lambda: mrml_io.load_labels_into_segmentation(
             output, segmentationNode, labels, volumes[0])

@@ -30,7 +30,7 @@ step cuda_tests "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Pytho
 step inference_vit_b "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
 step inference_brats "$PYTHON" bench/inference_baselines.py --device cuda --model brats-glioma --json "$RESULTS/inference_brats.json"
 step profile_vit_b "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
-step speed "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,tta
+step speed "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,whole,tta
 step finetune_cost "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
     --configs full,head,adapter,lora,med_adapter,med_adapter+bf16,med_adapter+ckpt,med_adapter+ckpt+bf16
 echo "done: $RESULTS"

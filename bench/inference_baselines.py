@@ -17,7 +17,8 @@ a fresh process, once after a warm-up call (one-time costs such as oneDNN's kern
 or cuDNN's autotuning are start-up, not inference):
 
 - medtuning: `Segmenter` with its defaults (tiles of the model's slice size, overlap 0.5,
-  bf16 where the hardware computes it natively, flips batched); `inference s` is the
+  bf16 where the hardware computes it natively; flips one per pass on the CPU, 8 per pass on
+  CUDA); `inference s` is the
   inference stage alone, `s / volume` the whole call (resampling there and back included).
 - medtuning-whole: the same with `--whole-slices` (ViTs take each slice whole).
 - medtuning-fp32-tiles: the defaults in float32 (what a CPU without native bf16 runs).

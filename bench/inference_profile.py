@@ -85,18 +85,18 @@ class StageTimer:
         module.register_forward_hook(after)
 
 
-def fft_flops(model, volume_shape, tile) -> float:
-    """5 N log2 N per complex 3D transform, forward and inverse, per adapter channel."""
+def fft_flops(model, depth: int, tile, windows: int) -> float:
+    """5 N log2 N per complex 3D transform, forward and inverse, per adapter channel, for
+    every window (slab depth x tile)."""
     adapters = list(model.backbone.post_block or [])
     if not adapters or getattr(adapters[0], "fourier", None) is None:
         return 0.0
     stride = model.backbone.patch_size
-    depth = volume_shape[1]
     total = 0.0
     for adapter in adapters:
         n = depth * (tile[0] // stride) * (tile[1] // stride)
         total += 2 * 5 * n * math.log2(n) * adapter.hidden
-    return total
+    return total * windows
 
 
 def count_flops(segmenter, volume) -> dict[str, float]:
@@ -169,8 +169,13 @@ def main() -> None:
 
     volume, _ = preprocess(case.channels, segmenter.description.preprocessing)
     tile = predictor.tile_for(*volume.shape[2:])
+    from MedTuningCore.inference.sliding_window import plan_windows
+
+    depth = min(volume.shape[1], 2 * model.config.reference_depth)
+    plan = plan_windows((volume.shape[1], max(volume.shape[2], tile[0]), max(volume.shape[3], tile[1])),
+                        (depth, *tile), args.overlap)
     flops = None if args.no_flops or args.compile else count_flops(segmenter, volume)
-    fft = fft_flops(model, volume.shape, tile) * (8 if args.tta else 1)
+    fft = fft_flops(model, depth, tile, len(plan.starts)) * (8 if args.tta else 1)
 
     timer = StageTimer(device)
     if not args.compile:  # hooks would break the compiled graph into pieces
@@ -190,12 +195,7 @@ def main() -> None:
     write = time.perf_counter() - start
 
     # windows: cutting and stacking the windows, timed on the same plan without the model
-    from MedTuningCore.inference.sliding_window import plan_windows
-
     x = torch.as_tensor(volume).to(device)
-    depth = min(volume.shape[1], 2 * model.config.reference_depth)
-    plan = plan_windows((volume.shape[1], max(volume.shape[2], tile[0]), max(volume.shape[3], tile[1])),
-                        (depth, *tile), args.overlap)
     padded = torch.nn.functional.pad(x, (0, max(0, tile[1] - x.shape[3]), 0, max(0, tile[0] - x.shape[2])))
     start = time.perf_counter()
     for s in plan.starts:

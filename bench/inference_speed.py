@@ -1,6 +1,6 @@
 """Seconds per volume and peak memory of `Segmenter` on a 240 x 240 x 155, 2-channel volume.
 
-    python bench/inference_speed.py [--device cpu|cuda] [--models vit_b,vit_s] [--configs default,fast]
+    python bench/inference_speed.py [--device cpu|cuda] [--models vit_b,vit_s] [--configs default,fast,whole,tta]
 
 Uses BraTS 2013 pat0003 (FLAIR + T1c) from ../shared/data when present, else a random
 volume of that size. Weights are random (speed does not depend on them). Each measurement
@@ -29,6 +29,7 @@ MODELS = {
 CONFIGS = {
     "default": {},  # overlap 0.5, one slab for the whole depth
     "fast": {"overlap": 0.05},  # 2 x 2 in-plane tiles
+    "whole": {"whole_slices": True},  # --whole-slices: each slice whole
     "tta": {"tta": True},  # 8 flips
 }
 

@@ -129,9 +129,9 @@ def _add_segment_parser(sub) -> None:
                      help="slices per slab (default: whole volume up to 2 x the model's reference depth)")
     seg.add_argument("--tile-size", type=int, default=None,
                      help="in-plane tile in px (default: the set's slice size; ViTs accept any patch multiple)")
-    seg.add_argument("--whole-slices", action="store_true", default=None,
+    seg.add_argument("--whole-slices", action=argparse.BooleanOptionalAction, default=None,
                      help="ViT sets take each slice whole (up to twice their slice size): about 2x faster on the "
-                          "CPU, Dice may change slightly (docs/INFERENCE.md)")
+                          "CPU, Dice may change slightly (docs/INFERENCE.md); default: the set's choice, tiles")
     seg.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None,
                      help="reduced precision: auto (default) uses bf16 where the GPU or CPU computes it "
                           "natively, float32 elsewhere; none: always float32")

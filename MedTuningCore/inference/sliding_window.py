@@ -35,8 +35,8 @@ BLENDS = ("gaussian", "linear")
 WHOLE_SLICE_LIMIT = 2
 #: flipped copies (--tta) per model pass: all 8 on CUDA (a thin volume alone does not fill a
 #: GPU), one at a time on the CPU, where a slab of ~100 slices already keeps every core busy:
-#: measured on brats-glioma (2 cores, bf16), 8 flips took 65.7 s two per pass, 53.7 s one at a
-#: time (docs/INFERENCE.md)
+#: measured on brats-glioma (2 cores, bf16), a profiled segment call with 8 flips took 65.7 s
+#: with two per pass, 53.7 s with one at a time (docs/INFERENCE.md)
 FLIPS_PER_PASS = {"cuda": 8, "cpu": 1}
 FLIPS = [axes for r in range(4) for axes in itertools.combinations((2, 3, 4), r)]
 
@@ -235,7 +235,8 @@ class SlidingWindowPredictor:
 
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows, averaged over the flips of all three axes with
-        --tta; flipped copies are concatenated along the batch and run in one pass."""
+        --tta; `flip_batch` flipped copies are concatenated along the batch per pass (all 8 on
+        CUDA, one on the CPU)."""
         flips = FLIPS if self.options.tta else [()]
         group = self.flip_batch if len(flips) > 1 else 1
         n = windows.shape[0]

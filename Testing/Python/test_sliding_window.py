@@ -276,4 +276,6 @@ def test_whole_slices_flag_reaches_the_inference_options():
     base = ["segment", "in.nii.gz", "--set", "s", "-o", "out.nii.gz"]
     assert "whole_slices" not in inference_overrides(build_parser().parse_args(base))  # the set's own default
     assert inference_overrides(build_parser().parse_args([*base, "--whole-slices"]))["whole_slices"] is True
+    # and off again, over a set that stores whole_slices: true
+    assert inference_overrides(build_parser().parse_args([*base, "--no-whole-slices"]))["whole_slices"] is False
     assert InferenceOptions(whole_slices=True).whole_slices and not InferenceOptions().whole_slices
