@@ -128,13 +128,20 @@ def cpu_baseline_plan() -> list[Experiment]:
     return [e for e in gpu_plan() if e.name == "cnn-segresnet"]
 
 
+def cpu_med_adapter_plan() -> list[Experiment]:
+    """`method-med_adapter` again on the 2-core CPU (bf16 autocast, one thread per job): if
+    it lands within the fold-to-fold noise of the H200 run, CPU runs of the remaining
+    candidates (the ablation) can stand beside the GPU rows."""
+    return [e for e in gpu_plan() if e.name == "method-med_adapter"]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
 
 
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
-         "cpu-baseline": cpu_baseline_plan,
+         "cpu-baseline": cpu_baseline_plan, "cpu-med-adapter": cpu_med_adapter_plan,
          "smoke": smoke_plan}
 
 
