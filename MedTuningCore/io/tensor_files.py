@@ -35,16 +35,15 @@ GET_AGAIN = "copy, download or export the file again from its source"
 if TYPE_CHECKING:
     import torch
 
-# The dtypes MedTuning stores, by their safetensors names (also used in `tensor_digest`).
-DTYPE_NAMES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
+# The dtypes MedTuning stores: safetensors name -> torch attribute (names also in `tensor_digest`).
+DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+          "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 def torch_dtypes() -> dict[str, torch.dtype]:
     import torch
 
-    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-            "U8": torch.uint8, "BOOL": torch.bool}
+    return {name: getattr(torch, attribute) for name, attribute in DTYPES.items()}
 
 
 class TensorFileError(MedTuningError):
@@ -74,7 +73,7 @@ def read_raw(path: str | os.PathLike) -> tuple[dict[str, RawTensor], dict[str, s
         raise TensorFileError(f"{p}: {describe(error)}; {GET_AGAIN}") from None
     raw = {}
     for name, entry in entries:
-        if entry["dtype"] not in DTYPE_NAMES:
+        if entry["dtype"] not in DTYPES:
             raise TensorFileError(f"{p}: tensor {name!r} has dtype {entry['dtype']}, which MedTuning never writes "
                                   f"(damaged or not a MedTuning file); {GET_AGAIN}")
         raw[name] = RawTensor(entry["dtype"], list(entry["shape"]), entry["data"])
