@@ -135,6 +135,16 @@ def cpu_med_adapter_plan() -> list[Experiment]:
     return [e for e in gpu_plan() if e.name == "method-med_adapter"]
 
 
+def cpu_ablation_plan() -> list[Experiment]:
+    """The Med-Adapter ablation on the 2-core CPU (run 4 showed CPU rows stand beside the
+    H200's), most telling first: the paper's initialisation, then each branch removed. About
+    45 minutes per candidate with two single-threaded jobs; stop the runner between
+    candidates and the finished folds are kept."""
+    names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "ablation-alpha12", "ablation-lr5e-4")
+    by_name = {e.name: e for e in gpu_plan()}
+    return [by_name[n] for n in names]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -142,6 +152,7 @@ def final_plan() -> list[Experiment]:
 
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
          "cpu-baseline": cpu_baseline_plan, "cpu-med-adapter": cpu_med_adapter_plan,
+         "cpu-ablation": cpu_ablation_plan,
          "smoke": smoke_plan}
 
 
