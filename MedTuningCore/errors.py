@@ -28,3 +28,8 @@ class ModelConfigError(MedTuningError, ValueError):
 class UnwritableError(InputError, OSError):
     """A file could not be written (full disk, quota, no permission). Also an OSError, so code
     with a fallback for an unwritable place (a read-only library) still finds it."""
+
+
+class DivergedError(MedTuningError):
+    """Training produced non-finite losses or gradients step after step (a learning rate too
+    high for the data, or corrupt intensities); the last checkpoint is left as it was."""

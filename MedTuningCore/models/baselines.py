@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inserted import Inserted
+from .slice_conv import SliceConv3d
 
 
 class BottleneckAdapter(Inserted):
@@ -79,7 +80,7 @@ class STAdapter(Inserted):
     def __init__(self, dim: int, hidden: int, kernel: int = 3) -> None:
         super().__init__()
         self.down = nn.Linear(dim, hidden)
-        self.conv = nn.Conv3d(hidden, hidden, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=hidden)
+        self.conv = SliceConv3d(hidden, hidden, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=hidden)
         self.up = nn.Linear(hidden, dim)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)

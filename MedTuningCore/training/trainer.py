@@ -35,7 +35,7 @@ import torch.distributed as dist
 from ..data.prepared import PreparedCase
 from ..data.regions import class_probabilities, nested_labels, region_dice
 from ..data.sampling import SamplingOptions, training_batch
-from ..errors import InputError
+from ..errors import DivergedError, InputError
 from ..evaluation.metrics import dice_per_class
 from ..inference.precision import autocast_dtype
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
@@ -92,6 +92,7 @@ class TrainingResult:
 
 
 TRAINING_AMP = ("auto", "bf16", "none", "cuda")
+MAX_SKIPPED_STEPS = 10  # non-finite steps in a row before a run is stopped as diverged
 
 
 def training_autocast(amp: str, device: torch.device) -> torch.dtype | None:
@@ -223,6 +224,7 @@ class Trainer:
         self.stale = 0
         self.seconds_trained = 0.0  # over all sessions of a resumed run, for the time budget
         self.budget_reported = False
+        self.skipped_steps = 0  # non-finite steps skipped in this session
 
     # -- persistence ------------------------------------------------------------------
     @property
@@ -273,7 +275,7 @@ class Trainer:
         start, step_seconds, step_count = time.perf_counter(), 0.0, 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        cancelled = False
+        cancelled, skipped_in_a_row = False, 0
         try:
             while self.epoch < self.config.epochs and not cancelled:
                 rng = self.seed_epoch(self.epoch)
@@ -286,19 +288,21 @@ class Trainer:
                         break
                     t = time.perf_counter()
                     loss, per_class = self.train_step(rng, sampling, self.epoch * steps + it, steps)
-                    losses.append(loss)
-                    class_losses.append(per_class)
+                    skipped_in_a_row = self.note_skipped_step(loss, skipped_in_a_row)
+                    if math.isfinite(loss):
+                        losses.append(loss)
+                        class_losses.append(per_class)
                     step_seconds += time.perf_counter() - t
                     step_count += 1
                     step, total = self.epoch * steps + it + 1, self.config.epochs * steps
                     self.progress({"event": "progress", "stage": "training", "epoch": self.epoch,
                                    "epochs": self.config.epochs, "step": step, "steps": total,
-                                   "fraction": step / total, "loss": losses[-1]})
+                                   "fraction": step / total, "loss": loss})
                 if cancelled:
                     break
-                record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
+                record = {"epoch": self.epoch, "loss": float(np.mean(losses)) if losses else math.nan,
                           "lr": self.optimizer.param_groups[0]["lr"],
-                          "class_dice_loss": dict(zip(self.label_names, np.mean(class_losses, axis=0).tolist()))}
+                          "class_dice_loss": self.mean_class_losses(class_losses)}
                 if self.val_cases and (self.epoch + 1) % self.config.val_every == 0:
                     record["val_dice"] = self.validate()
                     self.consider_best(record)
@@ -370,8 +374,36 @@ class Trainer:
             (loss / self.config.accumulate).backward()
             total += float(loss.detach()) / self.config.accumulate
             per_class = per_class + class_loss.cpu().numpy() / self.config.accumulate
+        if not (math.isfinite(total) and self.gradients_are_finite()):
+            # one bad step must not poison the weights: skip it, as a GradScaler would
+            self.optimizer.zero_grad(set_to_none=True)
+            return math.nan, per_class
         self.optimizer.step()
         return total, per_class
+
+    def mean_class_losses(self, class_losses: list[np.ndarray]) -> dict[str, float]:
+        if not class_losses:  # every step of the epoch was skipped
+            return dict.fromkeys(self.label_names, math.nan)
+        return dict(zip(self.label_names, np.mean(class_losses, axis=0).tolist()))
+
+    def gradients_are_finite(self) -> bool:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+    def note_skipped_step(self, loss: float, skipped_in_a_row: int) -> int:
+        """Count steps skipped for a non-finite loss or gradient; warn at the first and stop
+        the run after MAX_SKIPPED_STEPS in a row (the weights are those of the last good step)."""
+        if math.isfinite(loss):
+            return 0
+        self.skipped_steps += 1
+        if self.skipped_steps == 1:
+            self.progress({"event": "warning", "message": "a training step gave a non-finite loss or gradient "
+                           "and was skipped; the weights are unchanged"})
+        if skipped_in_a_row + 1 >= MAX_SKIPPED_STEPS:
+            raise DivergedError(f"training diverged: {MAX_SKIPPED_STEPS} steps in a row gave non-finite losses or "
+                                f"gradients; lower --lr or check the images' intensities (NaN or huge values). "
+                                f"The checkpoint in {self.run_dir} holds the weights of the last good step")
+        return skipped_in_a_row + 1
 
     # -- validation and the best epoch ------------------------------------------------
     def validate(self) -> dict[str, float]:
