@@ -67,10 +67,11 @@ def use_cpu_threads(count: int | None) -> None:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models import DECODERS, TUNING_METHODS
     from ..models.network import DEFAULT_SLICE_SIZE
+    from ..models.tuning import DEFAULT_TUNING
 
     parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm vit_* or swin_* model name")
     parser.add_argument("--decoder", default="upernet", choices=list(DECODERS))
-    parser.add_argument("--tuning", default="med_adapter", choices=list(TUNING_METHODS))
+    parser.add_argument("--tuning", default=DEFAULT_TUNING, choices=list(TUNING_METHODS))
     parser.add_argument("--alpha", type=int, default=6, help="Med-Adapter bottleneck reduction ratio")
     parser.add_argument("--in-channels", type=int, default=4)
     parser.add_argument("--classes", type=int, default=4, help="output classes, background included")

@@ -17,7 +17,7 @@ from ..errors import ModelConfigError
 from .backbones import PAPER_SWIN_UNET_CONFIG, SliceBackbone, backbone_family, create_backbone
 from .decoders import create_decoder
 from .med_adapter import DEFAULT_REFERENCE_DEPTH
-from .tuning import apply_tuning, count_parameters, set_trainable
+from .tuning import DEFAULT_TUNING, apply_tuning, count_parameters, set_trainable
 from .weights import load_pretrained_backbone
 
 DEFAULT_SLICE_SIZE = 128
@@ -29,7 +29,7 @@ class ModelConfig:
 
     backbone: str = "vit_base_patch16_224"
     decoder: str = "upernet"
-    tuning: str = "med_adapter"
+    tuning: str = DEFAULT_TUNING
     in_channels: int = 4
     num_classes: int = 4
     alpha: int = 6
@@ -122,7 +122,7 @@ def default_slice_size(patch_size: int, wanted: int = DEFAULT_SLICE_SIZE) -> int
 def build_model(
     backbone: str = "vit_base_patch16_224",
     decoder: str = "upernet",
-    tuning: str = "med_adapter",
+    tuning: str = DEFAULT_TUNING,
     in_channels: int = 4,
     num_classes: int = 4,
     alpha: int = 6,

@@ -47,6 +47,9 @@ MED_ADAPTER_VARIANTS: dict[str, dict[str, bool]] = {
     "med_adapter_no_fft": {"zero_init_up": True, "fourier": False},
     "med_adapter_no_fusion": {"zero_init_up": True, "fusion": False},
 }
+#: What new sets are trained with when no --tuning is given (the choice and its evidence:
+#: docs/results/recipe_cv.md, the Med-Adapter ablation).
+DEFAULT_TUNING = "med_adapter"
 TUNING_METHODS = (
     "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora",
     *MED_ADAPTER_VARIANTS,

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_path, write_json
 from ..models.med_adapter import DEFAULT_REFERENCE_DEPTH
 from ..models.network import assemble_model, model_config, prepare_backbone
+from ..models.tuning import DEFAULT_TUNING
 from ..progress import ProgressCallback
 from ..sets.adapter_set import make_manifest, save_adapter_set
 from ..sets.library import Library
@@ -47,7 +48,7 @@ class FinetuneConfig:
     labels: str | None = None  # names for values 1, 2, ... or VALUE:NAME pairs (default: dataset.json's)
     channels: str | None = None  # channel names, comma-separated
     name: str | None = None  # set name (default: the output file's stem)
-    tuning: str = "med_adapter"
+    tuning: str = DEFAULT_TUNING
     decoder: str = "unet_stem"
     alpha: int = 6
     slice_size: int | None = None

@@ -40,6 +40,15 @@ def test_a_config_survives_the_command_line_both_ways():
     assert FinetuneConfig.from_dict(vars(finetune_arguments(config_to_argv(config)))) == config
 
 
+def test_the_command_lines_defaults_are_the_configs():
+    """The parser keeps its defaults as literals (it must not import torch for --help): each
+    must be FinetuneConfig's, the default tuning method included (models.tuning.DEFAULT_TUNING)."""
+    from MedTuningCore.models.tuning import DEFAULT_TUNING
+
+    assert FinetuneConfig.from_dict(vars(finetune_arguments([]))) == FinetuneConfig()
+    assert finetune_arguments([]).tuning == FinetuneConfig().tuning == DEFAULT_TUNING
+
+
 def test_compare_reads_finetune_options_with_finetunes_parser(tmp_path, capsys):
     """`--data=x` used to be missed by compare's own hand parsing ("needs --data")."""
     code = main(["compare", "--methods", "head", "--out", str(tmp_path / "out"), "--",
