@@ -24,7 +24,7 @@ def add_finetune_parser(sub) -> None:
     start.add_argument("--backbone", help="start from this backbone (timm name) with fresh adapters")
     p.add_argument("-o", "--output", help="the new adapter set (.safetensors)")
     p.add_argument("--name", help="set name (default: the output file's stem)")
-    p.add_argument("--tuning", default="med_adapter")  # models.tuning.DEFAULT_TUNING (test_api keeps them equal)
+    p.add_argument("--tuning", default="med_adapter_paper")  # models.tuning.DEFAULT_TUNING (test_api keeps them equal)
     p.add_argument("--decoder", default="unet_stem",
                    help="unet_stem (default: light U-Net with a full-resolution image stem), unet, upernet, setr_*, "
                         "swin_unet")

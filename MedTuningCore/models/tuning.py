@@ -49,7 +49,7 @@ MED_ADAPTER_VARIANTS: dict[str, dict[str, bool]] = {
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
 #: docs/results/recipe_cv.md, the Med-Adapter ablation).
-DEFAULT_TUNING = "med_adapter"
+DEFAULT_TUNING = "med_adapter_paper"
 TUNING_METHODS = (
     "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora",
     *MED_ADAPTER_VARIANTS,
