@@ -89,8 +89,10 @@ def gpu_plan() -> list[Experiment]:
         Experiment("ablation-paper-init", short, tuning="med_adapter_paper"),
         Experiment("ablation-no-fft", short, tuning="med_adapter_no_fft"),
         Experiment("ablation-no-fusion", short, tuning="med_adapter_no_fusion"),
-        Experiment("ablation-alpha12", short, alpha=12),
-        Experiment("ablation-lr5e-4", short, lr=5e-4),
+        # the ablation varies the default (the paper's start) one thing at a time; the
+        # no-fft and no-fusion variants start as the paper does (models/tuning.py)
+        Experiment("ablation-alpha12", short, tuning="med_adapter_paper", alpha=12),
+        Experiment("ablation-lr5e-4", short, tuning="med_adapter_paper", lr=5e-4),
         Experiment("decoder-unet", short, decoder="unet"),
         Experiment("regions-brats", short, regions="brats"),
         Experiment("recipe-old", short, decoder="unet", spacing=2.0, slice_size=112, foreground_fraction=0.33),
@@ -137,9 +139,10 @@ def cpu_med_adapter_plan() -> list[Experiment]:
 
 def cpu_ablation_plan() -> list[Experiment]:
     """The Med-Adapter ablation on the 2-core CPU (run 4 showed CPU rows stand beside the
-    H200's), most telling first: the paper's initialisation, then each branch removed. About
-    45 minutes per candidate with two single-threaded jobs; stop the runner between
-    candidates and the finished folds are kept."""
+    H200's): the paper's initialisation (run 5, now the default), then each part of the
+    default removed or changed. 45 minutes to 2 hours per candidate with two single-threaded
+    jobs, by CPU; stop the runner between candidates and the finished folds are kept.
+    `--skip NAME,...` leaves out candidates already on file."""
     names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "ablation-alpha12", "ablation-lr5e-4")
     by_name = {e.name: e for e in gpu_plan()}
     return [by_name[n] for n in names]
@@ -288,8 +291,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     from MedTuningCore.data.prepared import load_prepared
     from MedTuningCore.data.regions import parse_regions
+    from MedTuningCore.inference.precision import precision_name
     from MedTuningCore.sets.adapter_set import tuned_state
-    from MedTuningCore.training.trainer import Trainer, TrainingConfig
+    from MedTuningCore.training.trainer import Trainer, TrainingConfig, training_autocast
 
     torch.set_num_threads(1)
     exp, fold, work, out = Experiment(**spec["experiment"]), spec["fold"], Path(spec["work"]), Path(spec["out"])
@@ -318,6 +322,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": result.seconds, "seconds_per_step": result.seconds_per_step,
         "peak_memory_mb": result.peak_memory_mb, "parameters": parameter_counts(model),
         "curves": result.history, "device": device_name(spec["device"]),
+        # bf16 or float32: `--amp auto` picks by device (and $MEDTUNING_CPU_BF16 on a CPU)
+        "precision": precision_name(training_autocast(config.amp, torch.device(spec["device"]))),
     }
     if held_out is not None:
         native = load_prepared(work / "native" / f"{held_out}.npz")
@@ -353,9 +359,11 @@ def device_name(device: str) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
-def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s: float) -> None:
+def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s: float,
+             skip: tuple[str, ...] = ()) -> None:
     """Every (experiment, fold) as its own process, `jobs` at a time, longest first; at
-    `budget_s` the running jobs are told to stop (cancel file) and still score what they have."""
+    `budget_s` the running jobs are told to stop (cancel file) and still score what they have.
+    Experiments named in `skip` (already on file) are left out."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "jobs").mkdir(exist_ok=True)
     weights = work / "backbone_fp32.safetensors"
@@ -367,7 +375,10 @@ def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s:
             state = load(f.read())
         save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}, str(weights))
     cancel = out / "STOP"
-    queue = [(exp, fold) for exp in sorted(PLANS[plan](), key=lambda e: -e.steps)
+    unknown = set(skip) - {e.name for e in PLANS[plan]()}
+    if unknown:
+        raise SystemExit(f"--skip: no experiment {', '.join(sorted(unknown))} in plan {plan!r}")
+    queue = [(exp, fold) for exp in sorted(PLANS[plan](), key=lambda e: -e.steps) if exp.name not in skip
              for fold in (exp.folds or [None])]
     start, running, done, never_started = time.time(), [], [], []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -591,6 +602,7 @@ def main() -> None:
     r.add_argument("--device", default="cuda")
     r.add_argument("--jobs", type=int, default=15)
     r.add_argument("--budget", type=float, default=420, help="seconds before running jobs are told to stop")
+    r.add_argument("--skip", default="", help="comma-separated experiments of the plan to leave out (already run)")
     j = sub.add_parser("job")
     j.add_argument("spec", type=Path)
     t = sub.add_parser("report")
@@ -616,7 +628,8 @@ def main() -> None:
     if args.stage == "prepare":
         prepare(args.work)
     elif args.stage == "run":
-        run_plan(args.work, args.out, args.plan, args.device, args.jobs, args.budget)
+        run_plan(args.work, args.out, args.plan, args.device, args.jobs, args.budget,
+                 tuple(n for n in args.skip.split(",") if n))
     elif args.stage == "job":
         job_main(args.spec)
     elif args.stage == "package":

@@ -14,7 +14,7 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
 - med_adapter: one Med-Adapter after every block -> 2.846M, 0.738M at alpha 6, its
   up-projection zero-initialised (identity at step 0); med_adapter_paper: the same modules
   with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
-  ablation's variants without the FFT branch / the inter-stage fusion.
+  ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion.
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
@@ -44,8 +44,9 @@ from .med_adapter import DEFAULT_REFERENCE_DEPTH, MedAdapter
 MED_ADAPTER_VARIANTS: dict[str, dict[str, bool]] = {
     "med_adapter": {"zero_init_up": True},
     "med_adapter_paper": {"zero_init_up": False},
-    "med_adapter_no_fft": {"zero_init_up": True, "fourier": False},
-    "med_adapter_no_fusion": {"zero_init_up": True, "fusion": False},
+    # the ablation's variants: the default (the paper's start) less one part
+    "med_adapter_no_fft": {"zero_init_up": False, "fourier": False},
+    "med_adapter_no_fusion": {"zero_init_up": False, "fusion": False},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
 #: docs/results/recipe_cv.md, the Med-Adapter ablation).

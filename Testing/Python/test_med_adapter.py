@@ -96,7 +96,8 @@ def test_first_stage_alignment_of_zeros_is_its_bias():
 
 def test_variants_differ_only_where_their_names_say():
     """med_adapter and med_adapter_paper share one architecture (their sets load alike); the
-    ablation's variants drop the FFT branch or the inter-stage fusion."""
+    ablation's variants drop the FFT branch or the inter-stage fusion from the default, which
+    starts as the paper does (a random up-projection), and so do they."""
     from MedTuningCore.models import build_model
 
     def adapters(tuning):
@@ -111,8 +112,10 @@ def test_variants_differ_only_where_their_names_say():
     assert all(a.up.weight.any() for a in paper_adapters)
     _, no_fft = adapters("med_adapter_no_fft")
     assert all(a.fourier is None for a in no_fft) and len(no_fft) == len(default_adapters)
+    assert all(a.fourier is not None for a in paper_adapters)
     _, no_fusion = adapters("med_adapter_no_fusion")
     assert not any(a.inter_stage for a in no_fusion)
+    assert all(a.up.weight.any() for a in no_fft + no_fusion)
     assert sum(a.inter_stage for a in default_adapters) == 4  # the 4 stage ends of a 12-block ViT
 
 
