@@ -3,8 +3,11 @@
 `auto` picks bfloat16 where the hardware computes it natively and float32 elsewhere:
 - CUDA: bf16 where the GPU supports it (Ampere and later), else fp16;
 - CPU: bf16 when the processor has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, Arm
-  FEAT_BF16, e.g. Apple M2 and later), where oneDNN runs bf16 matrix products at about twice
-  the float32 rate; float32 elsewhere, where bf16 would be emulated and slower.
+  FEAT_BF16, e.g. Apple M2 and later) *and* a short probe finds its bf16 matrix products
+  faster than float32; float32 elsewhere, where bf16 would be emulated and slower. The flag
+  alone does not say it: on this project's AMD EPYC VMs oneDNN ran bf16 products at about
+  twice the float32 rate, on an Intel Xeon VM with the same flag (AMX hidden) at 0.74x, and a
+  bf16 training step there took 15.7 s against 10.9 s in float32 (measured 2026-12-01).
 
 The FFT branch of the Med-Adapter always runs in float32 (med_adapter.FourierFilter3d).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +28,10 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "none")
 # x86 flags (Linux /proc/cpuinfo) and the Arm feature name that mean native bf16 arithmetic
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAG = "bf16"
+#: bf16 products must beat float32 by this factor in the probe for `auto` to pick bf16: the
+#: bf16 gain elsewhere in a step is smaller (memory-bound layers, the float32 FFT), and the
+#: probe has some noise
+BF16_MIN_SPEEDUP = 1.15
 
 
 def cpuinfo_has_bf16(text: str) -> bool:
@@ -68,12 +76,38 @@ def cpu_has_native_bf16(platform: str | None = None) -> bool:
     return False
 
 
+@cache
+def bf16_matmul_speedup(rows: int = 512, inner: int = 384, cols: int = 1536, repeats: int = 5) -> float:
+    """float32 time / bf16 time of one matrix product shaped like a ViT-S MLP layer, on this
+    CPU with torch's current threads (best of `repeats` each, interleaved, after a warm-up
+    that builds oneDNN's kernels). Takes about 0.1 s; asked once per process."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = dict.fromkeys(pairs, float("inf"))
+    for round_ in range(repeats + 1):
+        for dtype, (x, y) in pairs.items():
+            start = time.perf_counter()
+            torch.mm(x, y)
+            if round_:  # round 0 warms up
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+
+
+def cpu_auto_bf16() -> bool:
+    """What `auto` picks on the CPU: bf16 where the processor has bf16 instructions and the
+    probe finds them faster (`bf16_matmul_speedup` >= BF16_MIN_SPEEDUP). $MEDTUNING_CPU_BF16=0/1
+    decides alone, without the probe."""
+    if os.environ.get("MEDTUNING_CPU_BF16") in ("0", "1"):
+        return cpu_has_native_bf16()
+    return cpu_has_native_bf16() and bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
+
+
 def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `amp` (auto | bf16 | fp16 | none) on `device`; None: float32."""
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else None
+        return torch.bfloat16 if cpu_auto_bf16() else None
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None, "none": None}
     if amp not in table:
         raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")

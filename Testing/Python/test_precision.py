@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from MedTuningCore.inference import precision
-from MedTuningCore.inference.precision import autocast_dtype, cpu_has_native_bf16, cpuinfo_has_bf16
+from MedTuningCore.inference.precision import (
+    BF16_MIN_SPEEDUP,
+    autocast_dtype,
+    bf16_matmul_speedup,
+    cpu_has_native_bf16,
+    cpuinfo_has_bf16,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +23,35 @@ def fresh_check(monkeypatch):
     cpu_has_native_bf16.cache_clear()
     yield
     cpu_has_native_bf16.cache_clear()
+
+
+def test_the_probe_times_both_precisions_on_this_cpu():
+    speedup = bf16_matmul_speedup.__wrapped__(rows=64, inner=32, cols=64, repeats=2)
+    assert 0 < speedup < float("inf")
+
+
+@pytest.mark.parametrize("speedup,expected", [(0.59, None), (1.0, None), (2.0, torch.bfloat16)])
+def test_auto_on_a_cpu_with_the_flag_picks_bf16_only_where_the_probe_finds_it_faster(monkeypatch, speedup,
+                                                                                    expected):
+    """The flag alone misled: an Intel Xeon VM with AVX512-BF16 ran bf16 products at 0.59-0.74x
+    float32 (a training step 1.44x slower), an AMD EPYC VM with the same flag at about 2x."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: speedup)
+    assert autocast_dtype("auto", torch.device("cpu")) is expected
+    assert BF16_MIN_SPEEDUP > 1.0
+
+
+def test_no_probe_without_the_flag_or_when_the_override_decides(monkeypatch):
+    def probe():
+        raise AssertionError("the probe ran")
+
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", probe)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", probe)
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
+    assert autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
 
 
 X86_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
