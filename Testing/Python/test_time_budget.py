@@ -41,7 +41,9 @@ def test_the_schedule_shrinks_to_the_budget_and_says_so(tmp_path):
     result = run.fit()
     assert result.epochs_run == 1 and run.config.epochs == 1
     warnings = [e["message"] for e in events if e["event"] == "warning"]
-    assert len(warnings) == 1 and "training 1 epochs instead of 6" in warnings[0]
+    assert len(warnings) == 1 and "training 1 epochs instead of 6 (2 steps" in warnings[0]
+    # so few steps learn little: the warning says so and what to do
+    assert "Fewer than 200 steps" in warnings[0] and "--max-minutes" in warnings[0]
     # the decay is recomputed for the new length: under it, step 1 runs at half the rate,
     # where the six-epoch schedule is still at 98 %
     assert learning_rate(run.config, 1, 2) == pytest.approx(0.5 * run.config.lr)
@@ -58,6 +60,14 @@ def test_a_short_budget_caps_the_warm_up_and_is_reported_once(tmp_path):
     run.fit_to_time_budget()
     assert run.config.epochs == 2
     assert len([e for e in events if e["event"] == "warning"]) == 1
+
+
+def test_a_budget_that_leaves_enough_steps_only_reports_the_new_length(tmp_path):
+    run, events = trainer(tmp_path, max_minutes=10, epochs=500)
+    run.epoch, run.seconds_trained = 1, 2.0  # 2 s per epoch of 2 steps: 300 epochs fit
+    run.fit_to_time_budget()
+    (warning,) = [e["message"] for e in events if e["event"] == "warning"]
+    assert "training 300 epochs instead of 500 (600 steps" in warning and "Fewer than" not in warning
 
 
 def test_no_budget_runs_every_epoch(tmp_path):
