@@ -113,7 +113,9 @@ def smoke_plan() -> list[Experiment]:
 def ablation_plan() -> list[Experiment]:
     """What the first GPU lease did not reach, sized for one 15-minute lease (about 28 jobs,
     in gpu_plan's order; what the lease cuts is listed as never started): the Med-Adapter
-    ablation, the decoder without the stem, and region outputs."""
+    ablation, the decoder without the stem, and region outputs. `decoder-unet` and
+    `regions-brats` change the recipe of run 1 and 2 (zero-start `med_adapter`), the rows
+    they compare with; the ablation rows change the new default, `med_adapter_paper`."""
     names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "decoder-unet", "regions-brats",
              "ablation-alpha12", "ablation-lr5e-4")
     return [e for e in gpu_plan() if e.name in names]
@@ -295,7 +297,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from MedTuningCore.data.regions import parse_regions
     from MedTuningCore.inference.precision import precision_name
     from MedTuningCore.sets.adapter_set import tuned_state
-    from MedTuningCore.training.trainer import Trainer, TrainingConfig, training_autocast
+    from MedTuningCore.training.trainer import Trainer, TrainingConfig
 
     torch.set_num_threads(1)
     exp, fold, work, out = Experiment(**spec["experiment"]), spec["fold"], Path(spec["work"]), Path(spec["out"])
@@ -324,8 +326,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": result.seconds, "seconds_per_step": result.seconds_per_step,
         "peak_memory_mb": result.peak_memory_mb, "parameters": parameter_counts(model),
         "curves": result.history, "device": device_name(spec["device"]),
-        # bf16 or float32: `--amp auto` picks by device (and $MEDTUNING_CPU_BF16 on a CPU)
-        "precision": precision_name(training_autocast(config.amp, torch.device(spec["device"]))),
+        # what `--amp auto` ran in (on a CPU: the flag, the probe, or $MEDTUNING_CPU_BF16)
+        "precision": precision_name(trainer.amp),
     }
     if held_out is not None:
         native = load_prepared(work / "native" / f"{held_out}.npz")

@@ -135,7 +135,7 @@ def _add_segment_parser(sub) -> None:
                           "CPU, Dice may change slightly (docs/INFERENCE.md); default: the set's choice, tiles")
     seg.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None,
                      help="reduced precision: auto (default) uses bf16 where the GPU or CPU computes it "
-                          "natively (on a CPU: and faster than float32, by a 0.1 s probe), float32 elsewhere; "
+                          "natively (on a CPU: and faster than float32, by a short probe), float32 elsewhere; "
                           "none: always float32")
     seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
     seg.add_argument("--probabilities", metavar="FILE", help="also write class probabilities (vector image)")

@@ -50,7 +50,7 @@ def add_finetune_parser(sub) -> None:
                    help="recompute the frozen blocks' activations in the backward pass: less memory, more time")
     p.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto",
                    help="bf16 autocast: auto (default) where the device computes it natively (CUDA, CPUs with "
-                        "bf16 instructions that a 0.1 s probe finds faster than float32), float32 elsewhere; "
+                        "bf16 instructions that a short probe finds faster than float32), float32 elsewhere; "
                         "none: always float32")
     p.add_argument("--val-cases", type=int, default=None, help="validation cases (default: 20%%, at least 1)")
     p.add_argument("--val-names", help="validation cases by name, comma-separated (instead of a random split)")

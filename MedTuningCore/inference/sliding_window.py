@@ -55,7 +55,7 @@ class InferenceOptions:
     tta: bool = False  # average over flips of all three axes (8 passes)
     batch_size: int | None = None  # windows per forward pass; None: 1 on CPU, 8 on CUDA (halved on OOM)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str | None = "auto"  # auto (bf16 where the GPU or CPU computes it natively) | bf16 | fp16 | none
+    amp: str | None = "auto"  # auto (bf16 where the GPU or CPU computes it natively and fast) | bf16 | fp16 | none
     compile: bool = False  # torch.compile the model (CUDA; first call is slow)
 
     def __post_init__(self) -> None:

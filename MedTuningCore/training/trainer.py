@@ -8,7 +8,7 @@
   so far is still written.
 - Adam (amsgrad, weight decay 1e-5; the official code's settings), linear warm-up then
   cosine decay, per step; bf16 autocast where the device computes it natively (CUDA, CPUs
-  with bf16 instructions); optional activation checkpointing and
+  with bf16 instructions that a probe finds faster than float32); optional activation checkpointing and
   gradient accumulation; validation every N epochs with Dice per class; the best epoch is
   kept; optional early stop.
 - Under torchrun every rank samples its own patches, DistributedDataParallel averages the
@@ -37,7 +37,7 @@ from ..data.regions import class_probabilities, nested_labels, region_dice
 from ..data.sampling import SamplingOptions, training_batch
 from ..errors import DivergedError, InputError
 from ..evaluation.metrics import dice_per_class
-from ..inference.precision import autocast_dtype
+from ..inference.precision import autocast_dtype, precision_name
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
 from ..io.atomic import write_json
 from ..io.tensor_files import read_tensor_file, write_tensor_file
@@ -69,7 +69,7 @@ class TrainingConfig:
     val_overlap: float = 0.25
     max_minutes: float | None = None  # fit the schedule into this time (see Trainer.fit_to_time_budget)
     # bf16 autocast: auto = where the device computes it natively (CUDA; CPUs with bf16
-    # instructions, inference/precision.py); none = float32; cuda = on CUDA only (the
+    # instructions that a probe finds faster, inference/precision.py); none = float32; cuda = on CUDA only (the
     # behaviour before this option existed, kept for resumed runs)
     amp: str = "auto"
 
@@ -219,6 +219,8 @@ class Trainer:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.amp = training_autocast(config.amp, self.device)
+        if self.world > 1 and self.device.type == "cpu":
+            self.amp = self.rank0_precision(self.amp)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best_score: float | None = None
@@ -229,6 +231,14 @@ class Trainer:
         self.seconds_trained = 0.0  # over all sessions of a resumed run, for the time budget
         self.budget_reported = False
         self.skipped_steps = 0  # non-finite steps skipped in this session
+
+    @staticmethod
+    def rank0_precision(amp: torch.dtype | None) -> torch.dtype | None:
+        """Rank 0's precision for every rank: each rank's CPU probe times its own products
+        and, on a loaded machine, may answer otherwise."""
+        flag = torch.tensor([1 if amp is torch.bfloat16 else 0])
+        dist.broadcast(flag, 0)
+        return torch.bfloat16 if flag.item() else None
 
     # -- persistence ------------------------------------------------------------------
     @property
@@ -243,7 +253,10 @@ class Trainer:
         return {"epoch": self.epoch, "history": self.history, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_dice": self.best_dice, "stale": self.stale,
                 "config": self.config.to_dict(), "seconds_trained": self.seconds_trained,
-                "budget_reported": self.budget_reported}
+                "budget_reported": self.budget_reported,
+                # what `auto` resolved to: on a CPU a timing probe decides, so a resumed run
+                # reuses this answer rather than probing again
+                "precision": precision_name(self.amp), "precision_device": self.device.type}
 
     def save(self) -> None:
         if self.rank == 0:
@@ -259,6 +272,8 @@ class Trainer:
         self.best_dice, self.stale = state["best_dice"], state["stale"]
         self.seconds_trained = float(state.get("seconds_trained", 0.0))
         self.budget_reported = bool(state.get("budget_reported", False))
+        if self.config.amp == "auto" and state.get("precision_device") == self.device.type == "cpu":
+            self.amp = torch.bfloat16 if state.get("precision") == "bf16" else None
         # a schedule shortened by the time budget stays shortened, so the run resumes exactly
         saved = state.get("config", {})
         self.config.epochs = min(self.config.epochs, int(saved.get("epochs", self.config.epochs)))
@@ -363,8 +378,9 @@ class Trainer:
                    f"{self.config.epochs} ({steps} steps, {per_epoch:.0f} s per epoch here)")
         if steps < FEW_STEPS:
             message += (f". Fewer than {FEW_STEPS} steps rarely learn small or thin structures (see "
-                        "docs/FINETUNING.md); for a usable set give more time (--max-minutes), run on a GPU "
-                        "(--device cuda), or use smaller patches (--slice-size, --patch-depth)")
+                        "docs/FINETUNING.md); for a usable set give it more time, train on a GPU, or use "
+                        "smaller patches (command line: --max-minutes, --device cuda, --slice-size, "
+                        "--patch-depth)")
         return message
 
     def train_step(self, rng: np.random.Generator, sampling: SamplingOptions, step: int,
