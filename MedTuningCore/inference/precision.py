@@ -6,9 +6,9 @@ float32 elsewhere:
 - CPU: bf16 when the processor has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, Arm
   FEAT_BF16, e.g. Apple M2 and later) *and* a short probe finds its bf16 matrix products
   faster than float32; float32 elsewhere, where bf16 would be emulated and slower. The flag
-  alone does not say it: on this project's AMD EPYC VMs oneDNN ran bf16 products at about
-  twice the float32 rate, on an Intel Xeon VM with the same flag (AMX hidden) at 0.59-1.1x,
-  and a bf16 training step there took 15.7 s against 10.9 s in float32 (measured 2026-12-01).
+  alone does not say it: on this project's AMD EPYC VMs bf16 made inference 2.1x faster, on
+  an Intel Xeon VM with the same flag (AMX hidden) oneDNN ran bf16 products at 0.6-1.14x the
+  float32 rate and a bf16 training step took 15.7 s against 10.9 s in float32 (2026-12-01).
   Apple silicon (M2 and later) runs the probe too; what it answers there is not measured.
 
 The FFT branch of the Med-Adapter always runs in float32 (med_adapter.FourierFilter3d).
