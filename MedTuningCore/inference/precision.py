@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -60,14 +61,28 @@ def macos_has_bf16() -> bool:
     return out.strip() == "1"
 
 
+OVERRIDE_VARIABLE = "MEDTUNING_CPU_BF16"
+
+
+def cpu_bf16_override() -> bool | None:
+    """$MEDTUNING_CPU_BF16: "1" forces bf16 on the CPU, "0" float32, unset: None (the check
+    decides). Read on every call, never cached, so a changed value counts at once. Any other
+    value is ignored with a warning that says which values work."""
+    value = os.environ.get(OVERRIDE_VARIABLE)
+    if value is None or value.strip() == "":
+        return None
+    if value.strip() in ("0", "1"):
+        return value.strip() == "1"
+    warnings.warn(f"${OVERRIDE_VARIABLE}={value!r} is ignored: set it to 1 (bf16 on the CPU) or 0 (float32), "
+                  "or unset it to let MedTuning decide", stacklevel=2)
+    return None
+
+
 @cache
 def cpu_has_native_bf16(platform: str | None = None) -> bool:
-    """Native bf16 arithmetic on this CPU. Windows has no portable way to ask for the bf16
-    flag without a native helper, so it answers False there (`--amp bf16` still works).
-    $MEDTUNING_CPU_BF16=0/1 overrides the check."""
-    forced = os.environ.get("MEDTUNING_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
+    """Whether this CPU's hardware computes bf16 natively (the processor's flags only; the
+    override is `cpu_bf16_override`). Windows has no portable way to ask for the bf16 flag
+    without a native helper, so it answers False there (`--amp bf16` still works)."""
     platform = platform or sys.platform
     if platform.startswith("linux"):
         try:
@@ -102,9 +117,9 @@ def cpu_auto_bf16() -> bool:
     """What `auto` picks on the CPU: bf16 where the processor has bf16 instructions and the
     probe finds them faster (`bf16_matmul_speedup` >= BF16_MIN_SPEEDUP). $MEDTUNING_CPU_BF16=0/1
     decides alone, without the probe."""
-    forced = os.environ.get("MEDTUNING_CPU_BF16")
-    if forced in ("0", "1"):  # read here, not through cpu_has_native_bf16's cached answer
-        return forced == "1"
+    forced = cpu_bf16_override()
+    if forced is not None:
+        return forced
     return cpu_has_native_bf16() and bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
 
 

@@ -12,6 +12,7 @@ from MedTuningCore.inference.precision import (
     BF16_MIN_SPEEDUP,
     autocast_dtype,
     bf16_matmul_speedup,
+    cpu_bf16_override,
     cpu_has_native_bf16,
     cpuinfo_has_bf16,
 )
@@ -106,17 +107,33 @@ def test_macos_without_sysctl_answers_false(monkeypatch):
 
 
 def test_windows_keeps_float32_unless_asked(monkeypatch):
-    assert cpu_has_native_bf16("win32") is False
-    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setattr(precision.sys, "platform", "win32")
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: 2.0)
+    assert cpu_has_native_bf16() is False
+    assert autocast_dtype("auto", torch.device("cpu")) is None
     monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
-    assert cpu_has_native_bf16("win32") is True
+    assert cpu_has_native_bf16() is False  # the hardware answer stays what the hardware says
+    assert autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("0", False), (" 1 ", True), ("", None)])
+def test_the_override_is_read_on_every_call(monkeypatch, value, expected):
+    assert cpu_bf16_override() is None
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", value)
+    assert cpu_bf16_override() is expected
+
+
+def test_an_unknown_override_value_is_ignored_with_a_warning_naming_the_values(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv("MEDTUNING_CPU_BF16", "yes")
+    with pytest.warns(UserWarning, match=r"MEDTUNING_CPU_BF16='yes' is ignored: set it to 1 .* or 0"):
+        assert autocast_dtype("auto", torch.device("cpu")) is None
 
 
 def test_auto_on_the_cpu_follows_the_check_and_explicit_choices_win(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
     assert autocast_dtype("auto", cpu) is torch.bfloat16
-    cpu_has_native_bf16.cache_clear()
     monkeypatch.setenv("MEDTUNING_CPU_BF16", "0")
     assert autocast_dtype("auto", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
@@ -133,7 +150,6 @@ def test_training_precision_auto_is_bf16_on_cuda_and_follows_the_cpu_check(monke
     assert training_autocast("auto", cuda) is torch.bfloat16
     monkeypatch.setenv("MEDTUNING_CPU_BF16", "1")
     assert training_autocast("auto", cpu) is torch.bfloat16
-    cpu_has_native_bf16.cache_clear()
     monkeypatch.setenv("MEDTUNING_CPU_BF16", "0")
     assert training_autocast("auto", cpu) is None
     # runs from before the option resume as they trained: bf16 on CUDA only
