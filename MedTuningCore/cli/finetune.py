@@ -24,18 +24,27 @@ def add_finetune_parser(sub) -> None:
     start.add_argument("--backbone", help="start from this backbone (timm name) with fresh adapters")
     p.add_argument("-o", "--output", help="the new adapter set (.safetensors)")
     p.add_argument("--name", help="set name (default: the output file's stem)")
-    p.add_argument("--tuning", default="med_adapter_paper")  # models.tuning.DEFAULT_TUNING (test_api keeps them equal)
+    # the default is models.tuning.DEFAULT_TUNING and the names are models.TUNING_METHODS
+    # (kept as literals so --help does not import torch; test_api keeps them equal)
+    p.add_argument("--tuning", default="med_adapter_paper",
+                   help="what is trained besides the decoder: med_adapter_paper (default: Med-Adapters started as "
+                        "the paper does), med_adapter (up-projection started at zero), med_adapter_no_fft, "
+                        "med_adapter_no_fusion, head, full, vpt_shallow, vpt_deep, adapter, adaptformer, "
+                        "st_adapter, lora")
     p.add_argument("--decoder", default="unet_stem",
                    help="unet_stem (default: light U-Net with a full-resolution image stem), unet, upernet, setr_*, "
                         "swin_unet")
-    p.add_argument("--alpha", type=int, default=6)
+    p.add_argument("--alpha", type=int, default=6,
+                   help="Med-Adapter bottleneck reduction ratio: hidden width = token width / alpha (default 6)")
     p.add_argument("--slice-size", type=int, default=None, help="in-plane size of training patches and tiles")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--iterations", type=int, default=50, help="steps per epoch")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--patch-depth", type=int, default=32, help="slices per training patch")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup-epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=50,
+                   help="planned epochs (default 50); --max-minutes may shorten the schedule")
+    p.add_argument("--iterations", type=int, default=50, help="steps per epoch (default 50)")
+    p.add_argument("--batch-size", type=int, default=2, help="patches per step (default 2)")
+    p.add_argument("--patch-depth", type=int, default=32, help="slices per training patch (default 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of Adam (default 2e-3)")
+    p.add_argument("--warmup-epochs", type=int, default=2,
+                   help="epochs of linear warm-up before the cosine decay (default 2)")
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
     p.add_argument("--regions", help="train nested regions as sigmoid outputs (nnU-Net's region training): 'brats' "
                                      "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first")
@@ -59,22 +68,26 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--augmentation", choices=["paper", "strong"], default="strong",
                    help="strong (default, for a handful of cases): flips, rotation, scaling, noise, blur, gamma, "
                         "low resolution and bias field; paper: flips, scale and shift only")
-    p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (default 1)")
     p.add_argument("--early-stop", type=int, default=None, help="validations without improvement before stopping")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split, sampling and weights (default 0)")
     p.add_argument("--spacing", help="target spacing x,y,z in mm (default: keep)")
     p.add_argument("--normalization", default="zscore", help="zscore | percentile | ct:LOW:HIGH | none")
-    p.add_argument("--crop-foreground", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--crop-foreground", action="store_true",
+                   help="crop each case to the box of its non-zero voxels in any channel (e.g. skull-stripped MRI)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--run-dir", help="where checkpoints go (default: OUTPUT without suffix + '.run')")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
     p.add_argument("--cancel-file", help="stop (and write the best set) when this file appears")
     p.add_argument("--license", default="", help="licence of the set (inherit your data's)")
-    p.add_argument("--description", default="")
-    p.add_argument("--modality", default="")
+    p.add_argument("--description", default="", help="what the set segments, for its manifest")
+    p.add_argument("--modality", default="", help="imaging modality, for the manifest (e.g. MRI, CT)")
     p.add_argument("--training-data", default="", help="describe the training data for the manifest")
-    p.add_argument("--library", default=None)
-    p.add_argument("--progress", choices=["auto", "json", "none"], default="auto")
+    p.add_argument("--library", default=None, help="library directory for --from names and backbone weights "
+                                                   "(default: $MEDTUNING_HOME or user data)")
+    p.add_argument("--progress", choices=["auto", "json", "none"], default="auto",
+                   help="auto (default): a bar on a terminal, plain periodic lines in a log; json: one JSON "
+                        "object per line; none: quiet")
     p.set_defaults(func=run_finetune)
 
 

@@ -3,13 +3,14 @@ with a config dataclass, and `compare` passing finetune options through finetune
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
 from MedTuningCore.cli.app import main
-from MedTuningCore.cli.finetune import finetune_arguments
+from MedTuningCore.cli.finetune import add_finetune_parser, finetune_arguments
 from MedTuningCore.training.finetune import FinetuneConfig, config_to_argv
 
 
@@ -47,6 +48,17 @@ def test_the_command_lines_defaults_are_the_configs():
 
     assert FinetuneConfig.from_dict(vars(finetune_arguments([]))) == FinetuneConfig()
     assert finetune_arguments([]).tuning == FinetuneConfig().tuning == DEFAULT_TUNING
+
+
+def test_the_help_names_every_tuning_method_and_only_those():
+    """--tuning's help lists the names as literals (no torch for --help): the registry's."""
+    from MedTuningCore.models import TUNING_METHODS
+
+    subparsers = argparse.ArgumentParser(prog="medtuning").add_subparsers(dest="command")
+    add_finetune_parser(subparsers)
+    text = next(a.help for a in subparsers.choices["finetune"]._actions if "--tuning" in a.option_strings)
+    named = {item.split()[0] for item in text.split(":", 1)[1].split(",")}
+    assert named == set(TUNING_METHODS)
 
 
 def test_compare_reads_finetune_options_with_finetunes_parser(tmp_path, capsys):
