@@ -318,6 +318,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     trainer = Trainer(model, train, [], config, out / "runs" / tag, names, cancel_file=spec["cancel_file"])
     if exp.model == "segresnet":  # the baseline's optimiser, as the issue's recipe: AdamW 2e-3
         trainer.optimizer = torch.optim.AdamW(trainer.params, lr=exp.lr, weight_decay=1e-5)
+    resumed_after = None
+    if trainer.checkpoint_path.exists():  # a job stopped (budget, session end) goes on from its last epoch
+        trainer.resume()
+        resumed_after = trainer.epoch
+        print(f"{tag}: resuming after epoch {resumed_after} of {config.epochs}", flush=True)
     result = trainer.fit()
     model.load_state_dict(result.best_tensors, strict=False)
     record: dict[str, Any] = {
@@ -328,6 +333,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "curves": result.history, "device": device_name(spec["device"]),
         # what `--amp auto` ran in (on a CPU: the flag, the probe, or $MEDTUNING_CPU_BF16)
         "precision": precision_name(trainer.amp),
+        "resumed_after_epochs": resumed_after,  # seconds and seconds_per_step: the last session only
     }
     if held_out is not None:
         native = load_prepared(work / "native" / f"{held_out}.npz")
@@ -367,7 +373,9 @@ def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s:
              skip: tuple[str, ...] = ()) -> None:
     """Every (experiment, fold) as its own process, `jobs` at a time, longest first; at
     `budget_s` the running jobs are told to stop (cancel file) and still score what they have.
-    Experiments named in `skip` (already on file) are left out."""
+    Experiments named in `skip` (already on file) are left out. Run again with the same --out,
+    a plan goes on where it stopped: finished jobs are kept, stopped ones resume from their last
+    epoch's checkpoint (a long budget can span several sessions)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "jobs").mkdir(exist_ok=True)
     weights = work / "backbone_fp32.safetensors"
@@ -379,11 +387,12 @@ def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s:
             state = load(f.read())
         save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}, str(weights))
     cancel = out / "STOP"
+    cancel.unlink(missing_ok=True)  # a new run of the plan: an earlier budget's stop no longer applies
     unknown = set(skip) - {e.name for e in PLANS[plan]()}
     if unknown:
         raise SystemExit(f"--skip: no experiment {', '.join(sorted(unknown))} in plan {plan!r}")
     queue = [(exp, fold) for exp in sorted(PLANS[plan](), key=lambda e: -e.steps) if exp.name not in skip
-             for fold in (exp.folds or [None])]
+             for fold in (exp.folds or [None]) if not finished(out, exp.tag(fold))]
     start, running, done, never_started = time.time(), [], [], []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     while queue or running:
@@ -410,6 +419,13 @@ def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s:
                 print(f"[{time.time() - start:.0f} s] {tag} exit {proc.returncode}", flush=True)
         collect(out, never_started + [e.tag(f) for e, f in queue])
     print(f"all done in {time.time() - start:.0f} s", flush=True)
+
+
+def finished(out: Path, tag: str) -> bool:
+    """A job already on file that ran its whole schedule. A job the budget stopped is run again
+    and resumes from its checkpoint (run_job), so a plan goes on where it was stopped."""
+    result = out / "jobs" / f"{tag}.result.json"
+    return result.exists() and not json.loads(result.read_text()).get("stopped_early")
 
 
 def collect(out: Path, never_started: list[str]) -> None:
