@@ -47,7 +47,8 @@ def add_finetune_parser(sub) -> None:
                    help="epochs of linear warm-up before the cosine decay (default 2)")
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
     p.add_argument("--regions", help="train nested regions as sigmoid outputs (nnU-Net's region training): 'brats' "
-                                     "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first")
+                                     "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first (default: "
+                                     "the nested regions an nnU-Net v2 dataset.json declares, if any)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="fit the training schedule into this many minutes, re-estimated after every epoch "
                         "(default 30; 0: no limit, run every epoch)")

@@ -86,26 +86,51 @@ class Dataset:
     channel_names: list[str] = field(default_factory=list)
     labels: LabelSpec | None = None
     description: str = ""
+    regions: dict[str, list[int]] | None = None  # nested regions its dataset.json declares (nnU-Net v2)
 
 
-def nnunet_label_value(source: Path, name: str, value: int | list) -> int:
-    """The value of one nnU-Net v2 label entry. A list of several values is a region (nnU-Net's
-    region-based training, e.g. "whole tumor": [1, 2, 3]): refused, since one value taken from
-    it would silently train on a different structure than the one named."""
-    values = value if isinstance(value, list) else [value]
-    if len(values) != 1:
-        raise DatasetError(
-            f"{source}: label {name!r} is a region of the values {values}: list the plain labels with "
-            f"--labels VALUE:NAME and give the regions with --regions NAME=V,V;NAME=V")
-    return int(values[0])
+def nnunet_regions(source: Path, labels: dict) -> dict[str, list[int]] | None:
+    """The regions of an nnU-Net v2 dataset.json that declares them, largest first, or None.
+
+    Once one label entry lists several values, every entry is a region (nnU-Net's region-based
+    training, e.g. {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}).
+    MedTuning trains such regions as sigmoid outputs when they are nested (data/regions.py);
+    each class it writes is a region minus the next one, with the smallest value of that
+    difference, which is what nnU-Net's `regions_class_order` gives for BraTS's and KiTS's."""
+    entries = {name: sorted(int(v) for v in (value if isinstance(value, list) else [value]))
+               for name, value in labels.items() if isinstance(value, int | list) and value not in (0, [0])}
+    if not any(len(values) > 1 for values in entries.values()):
+        return None
+    regions = dict(sorted(entries.items(), key=lambda item: -len(item[1])))
+    names = list(regions)
+    for outer, inner in zip(names, names[1:]):
+        if not set(regions[inner]) < set(regions[outer]):
+            raise DatasetError(
+                f"{source}: the regions {outer!r} {regions[outer]} and {inner!r} {regions[inner]} are not nested; "
+                f"MedTuning trains nested regions only (each inside the one before, as BraTS's): list the plain "
+                f"labels with --labels VALUE:NAME and give nested regions with --regions NAME=V,V;NAME=V")
+    return regions
+
+
+def region_label_spec(regions: dict[str, list[int]]) -> LabelSpec:
+    """The classes under nested regions: class i gathers the values of region i that are not in
+    region i + 1 and is named after region i, as nnU-Net writes region i's voxels (BraTS 2013's
+    WT, TC, ET -> WT: 2, TC: 1+3, ET: 4). Its output value is the smallest of them."""
+    names, members = list(regions), list(regions.values())
+    groups = [sorted(set(outer) - set(inner)) for outer, inner in zip(members, [*members[1:], []])]
+    return LabelSpec([g[0] for g in groups], names, groups)
 
 
 def dataset_json_labels(source: Path, labels: dict) -> LabelSpec | None:
-    """The labels of an MSD ({"value": "name"}) or nnU-Net v2 ({"name": value}) dataset.json."""
+    """The labels of an MSD ({"value": "name"}) or nnU-Net v2 ({"name": value}) dataset.json;
+    for one that declares regions, the plain values under them (`region_label_spec`)."""
+    regions = nnunet_regions(source, labels)
+    if regions:
+        return region_label_spec(regions)
     pairs = []
     for key, value in labels.items():
-        if isinstance(value, int | list):  # nnU-Net v2: {"name": value}
-            pairs.append((nnunet_label_value(source, key, value), key))
+        if isinstance(value, int | list):  # nnU-Net v2: {"name": value} (a one-value list is a plain label)
+            pairs.append((int(value[0]) if isinstance(value, list) else value, key))
         else:  # MSD: {"value": "name"}
             pairs.append((int(key), str(value)))
     pairs = sorted(p for p in pairs if p[0] != 0)
@@ -122,6 +147,7 @@ def load_folder(root: Path, read_labels: bool = True) -> Dataset:
     channels = meta.get("channel_names") or meta.get("modality") or {}
     names = [channels[k] for k in sorted(channels, key=int)]
     labels = dataset_json_labels(root / "dataset.json", meta.get("labels", {})) if read_labels else None
+    regions = nnunet_regions(root / "dataset.json", meta.get("labels", {})) if read_labels else None
     cases = []
     if isinstance(meta.get("training"), list):  # MSD: one 4D file or per-channel list per case
         for entry in meta["training"]:
@@ -134,7 +160,7 @@ def load_folder(root: Path, read_labels: bool = True) -> Dataset:
             case = label.name[: -len(ending)]
             images = [str(root / "imagesTr" / f"{case}_{c:04d}{ending}") for c in range(max(len(names), 1))]
             cases.append(Case(case, images, str(label)))
-    return Dataset(cases, names, labels, meta.get("description", meta.get("name", str(root))))
+    return Dataset(cases, names, labels, meta.get("description", meta.get("name", str(root))), regions)
 
 
 def load_csv(path: Path) -> Dataset:

@@ -41,7 +41,9 @@ def evaluate(set_spec: str, data: PathLike, *, regions: str | None = None, cases
     if trained:  # a region set: score its regions, and each class on all the values it gathers
         region_values = region_values if regions else trained
         for label, group in zip(manifest.task.labels, nested_groups(list(trained.values()))):
-            if len(group) > 1:
+            if label.name in trained:  # classes named after their regions (an nnU-Net region dataset.json)
+                del labels[label.name]  # the regions are what was trained, and are scored under those names
+            elif len(group) > 1:
                 del labels[label.name]
                 region_values[label.name] = group
     dataset = load_dataset(data, read_labels=False)  # the labels come from the set
@@ -66,6 +68,9 @@ def trained_regions(manifest: Manifest) -> dict[str, list[int]]:
     indices, provenance = manifest.model.regions, manifest.provenance
     if not indices or "label_values" not in provenance:
         return {}
+    recorded = provenance.get("regions") or {}
+    if len(recorded) == len(indices):  # by value, every value of a class that gathers several; nested: largest first
+        return dict(sorted(recorded.items(), key=lambda item: -len(item[1])))
     values = [[provenance["label_values"][c - 1] for c in region] for region in indices]
     names = {tuple(sorted(v)): name for name, v in provenance.get("regions", {}).items()}
     return {names.get(tuple(sorted(v)), f"region {i + 1}"): v for i, v in enumerate(values)}

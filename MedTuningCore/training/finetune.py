@@ -215,7 +215,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     import torch
 
     torch.manual_seed(config.seed)  # the fresh adapters and decoder: the same start for the same seed
-    regions = parse_regions(config.regions, labels.values) if config.regions else None
+    regions = training_regions(config, dataset, labels)
     model, backbone_sha, preprocessing = build_training_model(config, library, start_set, labels, in_channels,
                                                               regions)
     # what the set writes: its labels, or for a region model one class per region
@@ -260,7 +260,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
             "validation_cases": [prepared[i].name for i in val_idx], "training_cases": [p.name for p in train],
             "epochs": result.epochs_run, "best_epoch": result.best_epoch,
             "date": time.strftime("%Y-%m-%d"), "label_values": labels.values,
-            **({"regions": dict(zip(regions.names, [[labels.values[c - 1] for c in r] for r in regions.classes]))}
+            **({"regions": dict(zip(regions.names, [sorted(v for c in r for v in labels.groups[c - 1])
+                                                      for r in regions.classes]))}
                if regions else {}),
             "started_from": start_set.name if start_set else f"backbone {model.config.backbone}",
             "training": training.to_dict(), "cancelled": result.cancelled,
@@ -274,6 +275,22 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     )
     save_adapter_set(output, manifest, result.best_tensors)
     return FinetuneOutcome(model, result, output, val, run_dir)
+
+
+def training_regions(config: FinetuneConfig, dataset, labels: LabelSpec) -> RegionSpec | None:
+    """--regions, else the nested regions the dataset.json declares (nnU-Net v2), else None.
+    A dataset's regions are not used with --from (sets keep their own outputs) or --labels
+    (the labels given replace dataset.json's)."""
+    if config.regions:
+        return parse_regions(config.regions, labels.values)
+    if dataset.regions and config.from_set:
+        raise InputError(f"{config.data}: its dataset.json declares regions ({', '.join(dataset.regions)}), and "
+                         f"fine-tuning regions from a set (--from) is not supported yet: start from a backbone "
+                         f"(--backbone), or give --labels to train the plain labels instead")
+    if dataset.regions:  # its classes are the regions' differences (region_label_spec): region i holds i..K-1
+        count = len(dataset.regions)
+        return RegionSpec(list(dataset.regions), [list(range(i, count + 1)) for i in range(1, count + 1)])
+    return None
 
 
 def build_training_model(settings: FinetuneConfig, library: Library, start_set, labels: LabelSpec, in_channels: int,

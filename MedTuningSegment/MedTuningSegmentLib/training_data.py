@@ -33,6 +33,10 @@ def folder_rows(folder: Path, label_names: Sequence[str], out_dir: Path) -> tupl
         raise TrainingDataError(f"{folder}: {error}") from None
     if dataset.labels is None:
         raise TrainingDataError(f"{folder / 'dataset.json'} does not name its labels; add a 'labels' entry")
+    if dataset.regions:  # the module trains plain labels; renumbering classes that gather values would mix them
+        raise TrainingDataError(
+            f"{folder / 'dataset.json'} declares regions ({', '.join(dataset.regions)}): train it with the command "
+            f"line, which trains its regions (medtuning finetune --data {folder} --backbone ...)")
     names = list(label_names) or list(dataset.labels.names)
     if sorted(dataset.labels.names) != sorted(names):
         raise TrainingDataError(

@@ -251,30 +251,52 @@ def nnunet_folder(root, labels: dict):
 REGION_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
 
 
-def test_nnunet_region_labels_are_refused_not_truncated(tmp_path):
-    from MedTuningCore.data.datasets import DatasetError, load_dataset
+def test_nnunet_region_labels_give_the_plain_labels_and_nested_regions(tmp_path):
+    """nnU-Net v2's region dataset.json (every entry a region, once one lists several values):
+    one class per region (what it holds beyond the next region, named after it), and the
+    regions largest first, whatever order the file lists them in."""
+    from MedTuningCore.data.datasets import load_dataset
 
-    folder = nnunet_folder(tmp_path / "regions", REGION_LABELS)
-    with pytest.raises(DatasetError) as error:
-        load_dataset(folder)
-    message = str(error.value)
-    assert "dataset.json" in message and "'whole tumor'" in message and "[1, 2, 3]" in message
-    # refused, with the way out: the plain labels, and the regions given to --regions
-    assert "--labels VALUE:NAME" in message and "--regions NAME=V,V;NAME=V" in message and "\n" not in message
+    listed = {"background": 0, "enhancing tumor": 3, "whole tumor": [1, 2, 3], "tumor core": [2, 3]}
+    data = load_dataset(nnunet_folder(tmp_path / "regions", listed))
+    assert (data.labels.values, data.labels.names) == ([1, 2, 3], ["whole tumor", "tumor core", "enhancing tumor"])
+    assert data.regions == {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    # a class gathers what its region holds beyond the next one (BraTS 2013's core: 1 and 3)
+    core = load_dataset(nnunet_folder(tmp_path / "core", {"background": 0, "WT": [1, 2, 3, 4], "TC": [1, 3, 4],
+                                                          "ET": [4]}))
+    assert (core.labels.names, core.labels.groups, core.labels.values) == (["WT", "TC", "ET"], [[2], [1, 3], [4]],
+                                                                          [2, 1, 4])
     # a one-value list is a plain label, and labels given by the caller leave dataset.json's alone
     plain = load_dataset(nnunet_folder(tmp_path / "plain", {"background": 0, "edema": [2], "enhancing": 4}))
-    assert (plain.labels.values, plain.labels.names) == ([2, 4], ["edema", "enhancing"])
-    assert load_dataset(folder, read_labels=False).labels is None
+    assert (plain.labels.values, plain.labels.names, plain.regions) == ([2, 4], ["edema", "enhancing"], None)
+    given = load_dataset(tmp_path / "regions", read_labels=False)
+    assert given.labels is None and given.regions is None
 
 
-def test_finetune_refuses_region_labels_in_one_line(tmp_path, run_cli):
+def test_regions_from_dataset_json_train_unless_the_options_say_otherwise(tmp_path):
+    from MedTuningCore.data.datasets import load_dataset
+    from MedTuningCore.errors import InputError
+    from MedTuningCore.training.finetune import FinetuneConfig, training_regions
+
     folder = nnunet_folder(tmp_path / "regions", REGION_LABELS)
+    data = load_dataset(folder)
+    spec = training_regions(FinetuneConfig(data=str(folder)), data, data.labels)
+    assert (spec.names, spec.classes) == (["whole tumor", "tumor core", "enhancing tumor"], [[1, 2, 3], [2, 3], [3]])
+    chosen = training_regions(FinetuneConfig(data=str(folder), regions="outer=1,2,3;inner=3"), data, data.labels)
+    assert chosen.names == ["outer", "inner"]
+    with pytest.raises(InputError, match=r"declares regions .*\(--from\).*or give --labels"):
+        training_regions(FinetuneConfig(data=str(folder), from_set="brats-glioma"), data, data.labels)
+
+
+def test_regions_that_are_not_nested_are_refused_in_one_line(tmp_path, run_cli):
+    folder = nnunet_folder(tmp_path / "regions", {"background": 0, "kidney": [1, 2], "masses": [2, 3]})
     result = run_cli("finetune", "--data", str(folder), "--backbone", "vit_tiny_patch16_224",
                      "--library", str(tmp_path / "lib"), "-o", str(tmp_path / "x.safetensors"), "--progress", "none")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("medtuning: error: ") and "'whole tumor' is a region" in lines[0]
+    assert lines[0].startswith("medtuning: error: ") and "dataset.json" in lines[0] and "not nested" in lines[0]
+    assert "--regions NAME=V,V;NAME=V" in lines[0]
 
 
 def test_two_process_distributed_training_on_gloo(tiny_setup, tmp_path):

@@ -147,3 +147,41 @@ def test_fine_tuning_a_region_set_from_a_set_is_refused_with_the_way_out(tmp_pat
 
     with pytest.raises(InputError, match="--backbone vit_tiny_patch16_224.*--regions"):
         build_training_model(FinetuneConfig(), None, FakeSet(), LabelSpec([1, 2], ["a", "b"]), 1)
+
+
+def test_an_nnunet_folder_that_declares_regions_trains_them_with_no_option(tmp_path):
+    """nnU-Net v2's region dataset.json (BraTS 2013's labels as regions): finetune trains the
+    regions it declares, as --regions would, and the set records them."""
+    import json
+    import shutil
+
+    from library_helpers import library_with_backbone
+
+    from MedTuningCore import FinetuneConfig, finetune
+    from MedTuningCore.sets.adapter_set import load_adapter_set
+
+    library, folder = library_with_backbone(tmp_path), tmp_path / "Dataset001_BraTS"
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    for case in ("pat0004", "pat0005"):
+        for channel, name in enumerate(("Flair_subtrMeanDivStd", "T1c_subtrMeanDivStd")):
+            shutil.copy(BRATS / case / f"{name}.nii.gz", folder / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+        shutil.copy(BRATS / case / "OTMultiClass.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR", "1": "T1c"}, "file_ending": ".nii.gz", "numTraining": 2,
+        "labels": {"background": 0, "WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}, "regions_class_order": [2, 1, 4]}))
+    output = tmp_path / "regions.safetensors"
+    finetune(FinetuneConfig(data=str(folder), backbone="vit_tiny_patch16_224", library=str(library.root),
+                            output=str(output), spacing="6,6,6", slice_size=32, patch_depth=8, epochs=1, iterations=1,
+                            batch_size=1, val_cases=1, decoder="unet", augmentation="paper"))
+    manifest = load_adapter_set(output).manifest
+    assert manifest.model.regions == [[1, 2, 3], [2, 3], [3]]  # over its 3 classes: WT-TC, TC-ET, ET
+    assert manifest.provenance["regions"] == {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}
+    # the values it writes are nnU-Net's regions_class_order for these regions
+    assert [(lb.value, lb.name) for lb in manifest.task.labels] == [(2, "WT"), (1, "TC"), (4, "ET")]
+    from MedTuningCore import evaluate
+
+    report = evaluate(str(output), str(folder), cases=["pat0004"], library=str(library.root))
+    # scored by region (its classes carry the regions' names, so are not scored twice)
+    assert set(report["cases"]["pat0004"]) == {"WT", "TC", "ET"}
+    assert report["regions"] == {"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}

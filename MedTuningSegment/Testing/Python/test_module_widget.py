@@ -269,6 +269,20 @@ def test_a_folder_with_other_label_names_is_refused_with_the_reason(module, scen
     assert module.widget._job is None
 
 
+def test_a_folder_that_declares_regions_is_refused_with_the_way_out(module, scene, tmp_path):
+    add_cases(module, scene, ["pat0003"])
+    folder = tmp_path / "Regions"
+    (folder / "labelsTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR", "1": "T1c"},
+                                                    "labels": {"background": 0, "WT": [1, 2, 3, 4], "TC": [1, 3, 4],
+                                                               "ET": 4}}))
+    module.ui.datasetPathLineEdit.currentPath = str(folder)
+    module.ui.startTrainingButton.click()
+    shown = errors_shown(module)
+    assert any("declares regions (WT, TC, ET)" in t and "medtuning finetune --data" in t for t in shown), shown
+    assert module.widget._job is None
+
+
 # -- the library ------------------------------------------------------------------------------
 def select_library_row(module, name: str) -> None:
     table = module.ui.libraryTableWidget
