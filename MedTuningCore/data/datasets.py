@@ -121,12 +121,9 @@ def region_label_spec(regions: dict[str, list[int]]) -> LabelSpec:
     return LabelSpec([g[0] for g in groups], names, groups)
 
 
-def dataset_json_labels(source: Path, labels: dict) -> LabelSpec | None:
-    """The labels of an MSD ({"value": "name"}) or nnU-Net v2 ({"name": value}) dataset.json;
-    for one that declares regions, the plain values under them (`region_label_spec`)."""
-    regions = nnunet_regions(source, labels)
-    if regions:
-        return region_label_spec(regions)
+def dataset_json_labels(labels: dict) -> LabelSpec | None:
+    """The labels of an MSD ({"value": "name"}) or nnU-Net v2 ({"name": value}) dataset.json
+    that declares no regions (for one that does: `region_label_spec`)."""
     pairs = []
     for key, value in labels.items():
         if isinstance(value, int | list):  # nnU-Net v2: {"name": value} (a one-value list is a plain label)
@@ -146,8 +143,10 @@ def load_folder(root: Path, read_labels: bool = True) -> Dataset:
         raise DatasetError(f"{root / 'dataset.json'}: cannot read ({error})") from None
     channels = meta.get("channel_names") or meta.get("modality") or {}
     names = [channels[k] for k in sorted(channels, key=int)]
-    labels = dataset_json_labels(root / "dataset.json", meta.get("labels", {})) if read_labels else None
-    regions = nnunet_regions(root / "dataset.json", meta.get("labels", {})) if read_labels else None
+    labels, regions = None, None
+    if read_labels:
+        regions = nnunet_regions(root / "dataset.json", meta.get("labels", {}))
+        labels = region_label_spec(regions) if regions else dataset_json_labels(meta.get("labels", {}))
     cases = []
     if isinstance(meta.get("training"), list):  # MSD: one 4D file or per-channel list per case
         for entry in meta["training"]:
