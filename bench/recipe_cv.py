@@ -458,11 +458,23 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def report(results: Path) -> str:
-    data = json.loads(results.read_text())
-    table = summarise(data["rows"])
+def load_rows(results: list[Path]) -> list[dict[str, Any]]:
+    """The rows of several results files; an experiment found in more than one file (a rerun
+    in another precision, say) is named EXPERIMENT [FILE STEM] so the runs stay apart."""
+    per_file = [(path, json.loads(path.read_text())["rows"]) for path in results]
+    seen: dict[str, set[Path]] = {}
+    for path, rows in per_file:
+        for row in rows:
+            seen.setdefault(row["experiment"], set()).add(path)
+    return [dict(row, experiment=f"{row['experiment']} [{path.stem}]") if len(seen[row["experiment"]]) > 1 else row
+            for path, rows in per_file for row in rows]
+
+
+def report(results: list[Path]) -> str:
+    """Mean ± SD over folds per experiment, best first, with where and in what precision it ran."""
+    table = summarise(load_rows(results))
     lines = ["| experiment | folds | steps | WT | TC | ET | mean | necrosis | edema | non-enh. | enhancing | "
-             "s/step | peak MB | tuned (M) |", "|" + "---|" * 14]
+             "s/step | peak MB | tuned (M) | precision |", "|" + "---|" * 15]
 
     def cell(values: list[float]) -> str:
         return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
@@ -471,14 +483,41 @@ def report(results: Path) -> str:
     for name in order:
         entry, rows = table[name], table[name]["rows"]
         mean = np.mean([np.mean(v) for v in entry["regions"].values()])
+        precisions = sorted({r.get("precision", "bf16") for r in rows})  # rows before 2026-12-01: bf16
         lines.append(
             f"| {name} | {len(rows)} | {min(r['steps_done'] for r in rows)} | "
             + " | ".join(cell(entry["regions"][r]) for r in REGIONS) + f" | {100 * mean:.1f} | "
             + " | ".join(cell(entry["dice"][c]) for c in LABELS)
             + f" | {np.mean([r['seconds_per_step'] for r in rows]):.3f} | "
-              f"{max(r['peak_memory_mb'] for r in rows):.0f} | {rows[0]['parameters']['tuned'] / 1e6:.3f} |")
-    if data.get("never_started"):
-        lines.append(f"\nNever started (budget): {', '.join(data['never_started'])}")
+              f"{max(r['peak_memory_mb'] for r in rows):.0f} | {rows[0]['parameters']['tuned'] / 1e6:.3f} | "
+              f"{', '.join(precisions)} |")
+    for path in results:
+        never = json.loads(path.read_text()).get("never_started")
+        if never:
+            lines.append(f"\nNever started ({path.name}, budget): {', '.join(never)}")
+    return "\n".join(lines)
+
+
+def per_case(results: list[Path], experiments: list[str]) -> str:
+    """Held-out case by case, WT / TC / ET, their mean and the last epoch's training loss of
+    each named experiment (names as `report` prints them)."""
+    table = summarise(load_rows(results))
+    missing = [name for name in experiments if name not in table]
+    if missing:
+        raise SystemExit(f"not in {', '.join(map(str, results))}: {', '.join(missing)} (have: {', '.join(table)})")
+    header = "| held-out case | " + " | ".join(f"{n} WT / TC / ET | mean | loss" for n in experiments) + " |"
+    lines = [header, "|" + "---|" * (1 + 3 * len(experiments))]
+    for case in CASES:
+        cells = []
+        for name in experiments:
+            row = next((r for r in table[name]["rows"] if r["held_out"] == case), None)
+            if row is None:
+                cells.append(" | | ")
+                continue
+            dice = [row["regions"][r] for r in REGIONS]
+            cells.append(" / ".join(f"{d:.3f}" for d in dice) + f" | {100 * np.mean(dice):.1f} | "
+                         f"{row['curves'][-1]['loss']:.3f}")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -587,7 +626,7 @@ def plot(results: Path, output: Path, prefix: str = "method-") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summarise(json.loads(results.read_text())["rows"])
+    table = summarise(load_rows([results]))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, entry in sorted(table.items()):
         if not name.startswith(prefix):
@@ -625,9 +664,12 @@ def main() -> None:
     r.add_argument("--skip", default="", help="comma-separated experiments of the plan to leave out (already run)")
     j = sub.add_parser("job")
     j.add_argument("spec", type=Path)
-    t = sub.add_parser("report")
-    t.add_argument("results", type=Path)
+    t = sub.add_parser("report", help="mean ± SD over folds per experiment, from one or more results files")
+    t.add_argument("results", type=Path, nargs="+")
     t.add_argument("--plot", type=Path, help="also draw Dice against tuned parameters into this PNG")
+    c = sub.add_parser("cases", help="per held-out case: WT / TC / ET of the named experiments side by side")
+    c.add_argument("results", type=Path, nargs="+")
+    c.add_argument("--experiments", required=True, help="comma-separated, named as `report` prints them")
     k = sub.add_parser("package")
     k.add_argument("tensors", type=Path)
     k.add_argument("--results", type=Path, required=True)
@@ -655,10 +697,12 @@ def main() -> None:
     elif args.stage == "package":
         package(args.tensors, args.results, args.tag, args.output, args.name, args.description, args.training_data,
                 args.cv, args.postprocessing, args.cv_evaluate)
+    elif args.stage == "cases":
+        print(per_case(args.results, args.experiments.split(",")))
     else:
         print(report(args.results))
         if args.plot:
-            plot(args.results, args.plot)
+            plot(args.results[0], args.plot)
 
 
 if __name__ == "__main__":
