@@ -483,7 +483,8 @@ def report(results: list[Path]) -> str:
     for name in order:
         entry, rows = table[name], table[name]["rows"]
         mean = np.mean([np.mean(v) for v in entry["regions"].values()])
-        precisions = sorted({r.get("precision", "bf16") for r in rows})  # rows before 2026-12-01: bf16
+        # rows from before 2026-12-01 do not record it; every run then used `--amp auto`'s bf16
+        precisions = sorted({r.get("precision", "bf16 (not recorded)") for r in rows})
         lines.append(
             f"| {name} | {len(rows)} | {min(r['steps_done'] for r in rows)} | "
             + " | ".join(cell(entry["regions"][r]) for r in REGIONS) + f" | {100 * mean:.1f} | "
