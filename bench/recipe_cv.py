@@ -639,32 +639,51 @@ def fit_dice(model, spec) -> dict[str, float]:
     return dict(zip(LABELS, map(float, validation_dice(model, [prepared], 0.25))))
 
 
-def plot(results: Path, output: Path, prefix: str = "method-") -> None:
-    """Mean region Dice (with the fold range) against tuned parameters, one point per method."""
+#: What the plot shows: the methods, the CNN baseline, and the default Med-Adapter (whose row
+#: is the ablation's first candidate), each named as a user would pass it to --tuning.
+PLOTTED = {"method-": "", "cnn-": "", "ablation-paper-init": "med_adapter_paper (default)"}
+
+
+def plotted_name(experiment: str) -> str | None:
+    for prefix, name in PLOTTED.items():
+        if experiment.startswith(prefix):
+            return name or experiment[len(prefix):]
+    return None
+
+
+def plot(results: list[Path], output: Path) -> None:
+    """One line per method, best at the top: the mean of WT, TC and ET over the folds (bar:
+    the fold range, dots: each held-out case), tuned parameters in the label; the default
+    starred, the from-scratch CNN grey, rows cut short faded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summarise(load_rows([results]))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, entry in sorted(table.items()):
-        if not name.startswith(prefix):
-            continue
-        per_fold = np.mean([entry["regions"][r] for r in REGIONS], axis=0)
-        tuned = entry["rows"][0]["parameters"]["tuned"] / 1e6
+    table = summarise(load_rows(results))
+    lines = []
+    for experiment, entry in table.items():
+        name = plotted_name(experiment)
         steps = min(r["steps_done"] for r in entry["rows"])
-        if steps == 0:  # never trained (the budget ran out first): nothing to show
+        if name is None or steps == 0:  # not a method, or never trained (a lease ran out first)
             continue
-        star = name.endswith("med_adapter")
-        ax.errorbar(tuned, 100 * per_fold.mean(), yerr=[[100 * (per_fold.mean() - per_fold.min())],
-                                                         [100 * (per_fold.max() - per_fold.mean())]],
-                    fmt="*" if star else "o", color="tab:red" if star else "tab:blue", capsize=3,
-                    alpha=1.0 if steps >= 250 else 0.4)
-        ax.annotate(name[len(prefix):] + ("" if steps >= 250 else f" ({steps} steps)"), (tuned, 100 * per_fold.mean()),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xscale="log", xlabel="tuned parameters (M)", ylabel="mean Dice of WT, TC, ET (%)",
+        per_fold = 100 * np.mean([entry["regions"][r] for r in REGIONS], axis=0)
+        tuned = entry["rows"][0]["parameters"]["tuned"] / 1e6
+        label = f"{name} ({tuned:.2f} M)" + ("" if steps >= 250 else f", cut at {steps} steps")
+        lines.append((per_fold.mean(), per_fold, label, "default" in name, experiment.startswith("cnn-"), steps))
+    lines.sort(key=lambda line: line[0])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(lines) + 1.2))
+    for y, (mean, per_fold, _label, default, cnn, steps) in enumerate(lines):
+        color = "tab:red" if default else "tab:grey" if cnn else "tab:blue"
+        alpha = 1.0 if steps >= 250 else 0.4
+        ax.plot([per_fold.min(), per_fold.max()], [y, y], color=color, alpha=alpha, linewidth=1)
+        ax.plot(per_fold, [y] * len(per_fold), "o", color=color, alpha=0.35 * alpha, markersize=4)
+        marker, size = ("*", 14) if default else ("s", 9) if cnn else ("D", 9)
+        ax.plot(mean, y, marker, color=color, alpha=alpha, markersize=size)
+    ax.set_yticks(range(len(lines)), [line[2] for line in lines], fontsize=8)
+    ax.set(xlabel="mean Dice of WT, TC, ET (%): mean over folds, dots = held-out cases",
            title="BraTS 2013, 4 folds (leave one case out), 250 steps")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
 
@@ -722,7 +741,7 @@ def main() -> None:
     else:
         print(report(args.results))
         if args.plot:
-            plot(args.results[0], args.plot)
+            plot(args.results, args.plot)
 
 
 if __name__ == "__main__":
