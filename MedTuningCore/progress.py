@@ -18,7 +18,8 @@ LOG_INTERVAL_SECONDS = 30.0  # the most often a log gets a line within a stage
 
 ProgressEvent = dict[str, Any]
 """One event, as JSON for programs: {"event": "progress", "stage": ..., "fraction": 0..1 of the
-whole job, ...}, {"event": "epoch", "epoch": ..., "loss": ..., "val_dice": {...}}, {"event":
+whole job, ...}, {"event": "epoch", "epoch": ..., "loss": ..., "val_dice": {...}, "fraction": epochs done
+of the schedule as it stands (a time budget may have shortened it)}, {"event":
 "warning" | "error", "message": ...} or the command's final {"event": "done", ...}."""
 ProgressCallback = Callable[[ProgressEvent], None]
 
@@ -71,6 +72,8 @@ class LogLines:
         return ", ".join(filter(None, [stage, steps_text(event), f"{100 * self.fraction:.0f}%", self.times(now)]))
 
     def epoch_line(self, event: ProgressEvent, now: float) -> str:
+        # an epoch's own fraction counts the schedule as it is now (a time budget may have cut it)
+        self.fraction = float(event.get("fraction", self.fraction))
         parts = [f"epoch {epoch_text(event)} done", f"loss {event['loss']:.4f}", dice_text(event), self.times(now)]
         return ", ".join(filter(None, parts))
 

@@ -332,7 +332,9 @@ class Trainer:
                 if not self.val_cases:  # nothing to choose by: the last epoch is the best
                     self.best_epoch, self.best_tensors = self.epoch - 1, tuned_state(self.model)
                 self.save()
-                self.progress({"event": "epoch", **record, "epochs": self.config.epochs})
+                # the fraction after any cut by the time budget, so a log's "left" follows the new plan
+                self.progress({"event": "epoch", **record, "epochs": self.config.epochs,
+                               "fraction": self.epoch / self.config.epochs})
                 if self.config.early_stop and self.stale >= self.config.early_stop:
                     self.progress({"event": "warning", "message": f"early stop: no better validation Dice for "
                                                                   f"{self.stale} validations"})

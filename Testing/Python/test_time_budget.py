@@ -5,6 +5,7 @@ Also the per-class Dice loss the trainer logs each epoch."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from MedTuningCore.data.prepared import PreparedCase
 from MedTuningCore.models import build_model
+from MedTuningCore.progress import LogLines
 from MedTuningCore.training.trainer import Trainer, TrainingConfig, learning_rate
 
 LABELS = ["inner", "outer"]
@@ -42,6 +44,14 @@ def test_the_schedule_shrinks_to_the_budget_and_says_so(tmp_path):
     assert result.epochs_run == 1 and run.config.epochs == 1
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert len(warnings) == 1 and "training 1 epochs instead of 6 (2 steps" in warnings[0]
+    # the epoch's event counts the new plan: the run is complete, and a log says no time is left
+    epoch_events = [e for e in events if e["event"] == "epoch"]
+    assert [(e["epochs"], e["fraction"]) for e in epoch_events] == [(1, 1.0)]
+    out = io.StringIO()
+    log = LogLines(out)
+    for event in events:
+        log(event)
+    assert "epoch 0 (1 of 1) done" in out.getvalue() and "left" not in out.getvalue().splitlines()[-1]
     # so few steps learn little: the warning says so and what to do
     assert "Fewer than 200 steps" in warnings[0] and "--max-minutes" in warnings[0]
     # the decay is recomputed for the new length: under it, step 1 runs at half the rate,
