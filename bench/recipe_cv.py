@@ -334,7 +334,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                             device=spec["device"], max_minutes=exp.max_minutes)
     tag = exp.tag(fold)
     names = parse_regions(exp.regions, [1, 2, 3, 4]).names if exp.regions else LABELS
-    trainer = Trainer(model, train, [], config, out / "runs" / tag, names, cancel_file=spec["cancel_file"])
+    from MedTuningCore.progress import ProgressPrinter
+
+    # plain lines in the job's log (steps every minute, each epoch, the time budget's warning)
+    progress = ProgressPrinter("log", stream=sys.stdout, case=tag)
+    trainer = Trainer(model, train, [], config, out / "runs" / tag, names, progress=progress,
+                      cancel_file=spec["cancel_file"])
     if exp.model == "segresnet":  # the baseline's optimiser, as the recipe: AdamW 2e-3
         trainer.optimizer = torch.optim.AdamW(trainer.params, lr=exp.lr, weight_decay=1e-5)
     resumed_after = None
