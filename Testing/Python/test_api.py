@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from MedTuningCore.cli.app import main
+from MedTuningCore.cli.compare import add_compare_parser
 from MedTuningCore.cli.finetune import add_finetune_parser, finetune_arguments
 from MedTuningCore.training.finetune import FinetuneConfig, config_to_argv
 
@@ -48,6 +49,10 @@ def test_the_command_lines_defaults_are_the_configs():
 
     assert FinetuneConfig.from_dict(vars(finetune_arguments([]))) == FinetuneConfig()
     assert finetune_arguments([]).tuning == FinetuneConfig().tuning == DEFAULT_TUNING
+    # compare's default line-up starts with the same Med-Adapter variant
+    subparsers = argparse.ArgumentParser(prog="medtuning").add_subparsers(dest="command")
+    add_compare_parser(subparsers)
+    assert subparsers.choices["compare"].parse_args(["--out", "x"]).methods.split(",")[0] == DEFAULT_TUNING
 
 
 def test_the_help_names_every_tuning_method_and_only_those():
