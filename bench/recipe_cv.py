@@ -482,10 +482,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def load_rows(results: list[Path]) -> list[dict[str, Any]]:
+def read_results(results: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    return [(path, json.loads(path.read_text())) for path in results]
+
+
+def load_rows(loaded: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
     """The rows of several results files; an experiment found in more than one file (a rerun
     in another precision, say) is named EXPERIMENT [FILE STEM] so the runs stay apart."""
-    per_file = [(path, json.loads(path.read_text())["rows"]) for path in results]
+    per_file = [(path, data["rows"]) for path, data in loaded]
     seen: dict[str, set[Path]] = {}
     for path, rows in per_file:
         for row in rows:
@@ -496,7 +500,8 @@ def load_rows(results: list[Path]) -> list[dict[str, Any]]:
 
 def report(results: list[Path]) -> str:
     """Mean ± SD over folds per experiment, best first, with where and in what precision it ran."""
-    table = summarise(load_rows(results))
+    loaded = read_results(results)  # each file read once, for its rows and what never started
+    table = summarise(load_rows(loaded))
     lines = ["| experiment | folds | steps | WT | TC | ET | mean | necrosis | edema | non-enh. | enhancing | "
              "s/step | peak MB | tuned (M) | precision |", "|" + "---|" * 15]
 
@@ -516,8 +521,8 @@ def report(results: list[Path]) -> str:
             + f" | {np.mean([r['seconds_per_step'] for r in rows]):.3f} | "
               f"{max(r['peak_memory_mb'] for r in rows):.0f} | {rows[0]['parameters']['tuned'] / 1e6:.3f} | "
               f"{', '.join(precisions)} |")
-    for path in results:
-        never = json.loads(path.read_text()).get("never_started")
+    for path, data in loaded:
+        never = data.get("never_started")
         if never:
             lines.append(f"\nNever started ({path.name}, budget): {', '.join(never)}")
     return "\n".join(lines)
@@ -526,7 +531,7 @@ def report(results: list[Path]) -> str:
 def per_case(results: list[Path], experiments: list[str]) -> str:
     """Held-out case by case, WT / TC / ET, their mean and the last epoch's training loss of
     each named experiment (names as `report` prints them)."""
-    table = summarise(load_rows(results))
+    table = summarise(load_rows(read_results(results)))
     missing = [name for name in experiments if name not in table]
     if missing:
         raise SystemExit(f"not in {', '.join(map(str, results))}: {', '.join(missing)} (have: {', '.join(table)})")
@@ -665,7 +670,7 @@ def plot(results: list[Path], output: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summarise(load_rows(results))
+    table = summarise(load_rows(read_results(results)))
     lines = []
     for experiment, entry in table.items():
         name = plotted_name(experiment)
