@@ -661,6 +661,17 @@ def plotted_name(experiment: str) -> str | None:
     return None
 
 
+def steps_note(rows: list[dict], planned: int = 250) -> str:
+    """What a plot label says about a row's steps: nothing at the table's 250, "cut at N"
+    below it, the range above it (a row trained for a time instead of a step count)."""
+    low, high = min(r["steps_done"] for r in rows), max(r["steps_done"] for r in rows)
+    if low < planned:
+        return f", cut at {low} steps"
+    if high > planned:
+        return f", {low}-{high} steps" if low != high else f", {low} steps"
+    return ""
+
+
 def plot(results: list[Path], output: Path) -> None:
     """One line per method, best at the top: the mean of WT, TC and ET over the folds (bar:
     the fold range, dots: each held-out case), tuned parameters in the label; the default
@@ -679,10 +690,10 @@ def plot(results: list[Path], output: Path) -> None:
             continue
         per_fold = 100 * np.mean([entry["regions"][r] for r in REGIONS], axis=0)
         tuned = entry["rows"][0]["parameters"]["tuned"] / 1e6
-        label = f"{name} ({tuned:.2f} M)" + ("" if steps >= 250 else f", cut at {steps} steps")
+        label = f"{name} ({tuned:.2f} M)" + steps_note(entry["rows"])
         lines.append((per_fold.mean(), per_fold, label, "default" in name, experiment.startswith("cnn-"), steps))
     lines.sort(key=lambda line: line[0])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(lines) + 1.2))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(lines) + 1.2))
     for y, (mean, per_fold, _label, default, cnn, steps) in enumerate(lines):
         color = "tab:red" if default else "tab:grey" if cnn else "tab:blue"
         alpha = 1.0 if steps >= 250 else 0.4
@@ -691,8 +702,8 @@ def plot(results: list[Path], output: Path) -> None:
         marker, size = ("*", 14) if default else ("s", 9) if cnn else ("D", 9)
         ax.plot(mean, y, marker, color=color, alpha=alpha, markersize=size)
     ax.set_yticks(range(len(lines)), [line[2] for line in lines], fontsize=8)
-    ax.set(xlabel="mean Dice of WT, TC, ET (%): mean over folds, dots = held-out cases",
-           title="BraTS 2013, 4 folds (leave one case out), 250 steps")
+    ax.set_xlabel("mean Dice of WT, TC, ET (%) over folds; dots: the held-out cases", fontsize=9)
+    ax.set_title("BraTS 2013, 4 folds (one case out each), 250 steps unless labelled", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
