@@ -170,6 +170,14 @@ def cpu_ablation_plan() -> list[Experiment]:
     return [by_name[n] for n in names]
 
 
+def cpu_long_plan() -> list[Experiment]:
+    """The default Med-Adapter at twice the steps (500): does it keep improving past 250, as
+    the CNN did with its extra steps at equal CPU time (run 9)? The issue's longer budget;
+    about 1.6 hours per fold on the Intel VM in float32, so it spans sessions: each job
+    resumes from its last finished epoch."""
+    return [Experiment("long-paper", 500, tuning="med_adapter_paper")]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -178,7 +186,7 @@ def final_plan() -> list[Experiment]:
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
          "cpu-baseline": cpu_baseline_plan, "cpu-baseline-equal-time": cpu_baseline_equal_time_plan,
          "cpu-med-adapter": cpu_med_adapter_plan,
-         "cpu-ablation": cpu_ablation_plan,
+         "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan,
          "smoke": smoke_plan}
 
 
