@@ -366,6 +366,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         # what `--amp auto` ran in (on a CPU: the flag, the probe, or $MEDTUNING_CPU_BF16)
         "precision": precision_name(trainer.amp),
         "resumed_after_epochs": resumed_after,  # seconds and seconds_per_step: the last session only
+        # training time over every session of a resumed job (the time budget's own count)
+        "seconds_all_sessions": trainer.seconds_trained,
     }
     if held_out is not None:
         native = load_prepared(work / "native" / f"{held_out}.npz")
