@@ -79,10 +79,14 @@ class Experiment:
         return f"{self.name}.fold{fold}" if fold is not None else f"{self.name}.all"
 
 
+#: The comparison's step budget per fold: every method and ablation row trains this long.
+SHORT_STEPS = 250
+
+
 def gpu_plan() -> list[Experiment]:
     """The GPU run: the recipe candidates, the Med-Adapter ablation and the 8 methods at one
     short budget; the chosen recipe at a longer budget, and the final sets on all cases."""
-    short = 250
+    short = SHORT_STEPS
     plan = [Experiment("recipe-long", 1000, keep=True)]
     plan.append(Experiment("final-brats", 1000, folds=[], keep=True))
     for method in ("med_adapter", "full", "head", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora"):
@@ -671,7 +675,7 @@ def plotted_name(experiment: str) -> str | None:
     return None
 
 
-def steps_note(rows: list[dict], planned: int = 250) -> str:
+def steps_note(rows: list[dict], planned: int = SHORT_STEPS) -> str:
     """What a plot label says about a row's steps: nothing at the table's 250, "cut at N"
     below it, the range above it (a row trained for a time instead of a step count)."""
     low, high = min(r["steps_done"] for r in rows), max(r["steps_done"] for r in rows)
@@ -706,14 +710,14 @@ def plot(results: list[Path], output: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(lines) + 1.2))
     for y, (mean, per_fold, _label, default, cnn, steps) in enumerate(lines):
         color = "tab:red" if default else "tab:grey" if cnn else "tab:blue"
-        alpha = 1.0 if steps >= 250 else 0.4
+        alpha = 1.0 if steps >= SHORT_STEPS else 0.4
         ax.plot([per_fold.min(), per_fold.max()], [y, y], color=color, alpha=alpha, linewidth=1)
         ax.plot(per_fold, [y] * len(per_fold), "o", color=color, alpha=0.35 * alpha, markersize=4)
         marker, size = ("*", 14) if default else ("s", 9) if cnn else ("D", 9)
         ax.plot(mean, y, marker, color=color, alpha=alpha, markersize=size)
     ax.set_yticks(range(len(lines)), [line[2] for line in lines], fontsize=8)
     ax.set_xlabel("mean Dice of WT, TC, ET (%) over folds; dots: the held-out cases", fontsize=9)
-    ax.set_title("BraTS 2013, 4 folds (one case out each), 250 steps unless labelled", fontsize=10)
+    ax.set_title(f"BraTS 2013, 4 folds (one case out each), {SHORT_STEPS} steps unless labelled", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
