@@ -14,6 +14,7 @@ before the run as the case of fold 0 in recipe_cv.py.
 
     python bench/small_structure.py --work WORK            # prepare, train, score
     python bench/small_structure.py --work WORK --score    # score an existing set again
+    python bench/small_structure.py --work WORK --islands  # Dice with the largest component only
 
 Needs the library's backbone (`medtuning backbones list`) and ../shared/data.
 """
@@ -76,11 +77,45 @@ def summary(set_file: Path, scores: Path, minutes: float | None) -> dict:
             "unseen_case": UNSEEN_CASE, "unseen_scores": json.loads(scores.read_text())}
 
 
+def islands(set_file: Path) -> dict:
+    """Dice on the set's validation case and on the unseen case, as segmented and with only the
+    largest foreground component kept: what `--postprocessing auto` decides on the validation
+    case, and what that does to the unseen one (for a set trained before it decided)."""
+    from MedTuningCore.evaluation.metrics import dice
+    from MedTuningCore.inference.postprocessing import largest_foreground
+    from MedTuningCore.inference.segmenter import Segmenter
+    from MedTuningCore.sets.adapter_set import load_adapter_set
+    from MedTuningCore.sets.library import Library
+    from MedTuningCore.sets.loader import SetLoader
+
+    adapter_set = load_adapter_set(set_file)
+    segmenter = Segmenter.from_set(adapter_set, SetLoader(Library()))
+    found = {}
+    for case in (*adapter_set.manifest.provenance["validation_cases"], UNSEEN_CASE):
+        channels = [sitk.ReadImage(str(DATA / case / f"{name}_subtrMeanDivStd.nii.gz")) for name in CHANNELS]
+        labels = sitk.GetArrayFromImage(segmenter.segment_images(channels).labels) > 0
+        largest = largest_foreground(labels.astype("uint8")) > 0
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / case / "OTMultiClass.nii.gz"))) == ENHANCING
+        components = sitk.ConnectedComponent(sitk.GetImageFromArray(labels.astype("uint8")), True)
+        found[case] = {"dice": dice(labels, reference), "dice_largest_component": dice(largest, reference),
+                       "predicted_ml": labels.sum() / 1000, "largest_component_ml": largest.sum() / 1000,
+                       "reference_ml": reference.sum() / 1000,
+                       "components": int(sitk.GetArrayFromImage(components).max())}
+        print(case, found[case], flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for the labels, the set and the scores")
     parser.add_argument("--score", action="store_true", help="only score the set already in WORK")
+    parser.add_argument("--islands", action="store_true",
+                        help="only measure the largest-component clean-up on the set in WORK (islands.json)")
     args = parser.parse_args()
+    if args.islands:
+        result = islands(args.work / "enhancing.safetensors")
+        (args.work / "islands.json").write_text(json.dumps(result, indent=1))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     train, test = prepare(args.work)
     set_file, scores = args.work / "enhancing.safetensors", args.work / "unseen.json"

@@ -76,6 +76,9 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--normalization", default="zscore", help="zscore | percentile | ct:LOW:HIGH | none")
     p.add_argument("--crop-foreground", action="store_true",
                    help="crop each case to the box of its non-zero voxels in any channel (e.g. skull-stripped MRI)")
+    p.add_argument("--postprocessing", choices=["auto", "none", "largest"], default="auto",
+                   help="what the set applies after inference: auto (default) keeps only the largest foreground "
+                        "component if that raised the validation Dice, as nnU-Net decides; none; largest")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--run-dir", help="where checkpoints go (default: OUTPUT without suffix + '.run')")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")

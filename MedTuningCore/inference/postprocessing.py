@@ -42,15 +42,33 @@ def _components(mask: sitk.Image) -> tuple[sitk.Image, list[int]]:
     return labelled, [stats.GetNumberOfPixels(i) for i in sorted(stats.GetLabels())]
 
 
+def largest_foreground(labels: np.ndarray) -> np.ndarray:
+    """The label array with every voxel outside the largest connected component of all
+    foreground classes together set to background (26-connectivity; spacing plays no part)."""
+    if not labels.any():
+        return labels
+    components = sitk.GetArrayFromImage(_components(sitk.GetImageFromArray((labels > 0).astype(np.uint8)))[0])
+    return np.where(components > 1, 0, labels).astype(labels.dtype)
+
+
+def choose_postprocessing(dice: dict[str, float], dice_largest: dict[str, float]) -> PostProcessing:
+    """What a new set applies after inference, chosen on its validation cases as nnU-Net
+    chooses it on its cross-validation: keep only the largest foreground component if that
+    raises the mean Dice of the classes and lowers none of them; else nothing."""
+    if not dice or set(dice) != set(dice_largest):
+        return PostProcessing()
+    better = np.mean(list(dice_largest.values())) > np.mean(list(dice.values()))
+    no_class_worse = all(dice_largest[name] >= dice[name] for name in dice)
+    return PostProcessing(keep_largest_foreground=bool(better and no_class_worse))
+
+
 def postprocess(labels: sitk.Image, spec: PostProcessing) -> sitk.Image:
     if not spec.active:
         return labels
     array = sitk.GetArrayFromImage(labels)
     voxel_mm3 = float(np.prod(labels.GetSpacing()))
-    if spec.keep_largest_foreground and array.any():
-        mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
-        mask.CopyInformation(labels)
-        array[sitk.GetArrayFromImage(_components(mask)[0]) > 1] = 0
+    if spec.keep_largest_foreground:
+        array = largest_foreground(array)
     per_class = spec.keep_largest or spec.min_island_mm3 > 0 or spec.fill_holes
     for cls in [int(c) for c in np.unique(array) if c != 0] if per_class else []:
         mask = sitk.GetImageFromArray((array == cls).astype(np.uint8))

@@ -23,6 +23,7 @@ from ..data.datasets import DatasetError, LabelSpec, load_dataset, prepare, vali
 from ..data.preprocessing import ChannelNormalization, Preprocessing
 from ..data.regions import RegionSpec, output_classes, parse_regions
 from ..errors import InputError
+from ..inference.postprocessing import PostProcessing, choose_postprocessing
 from ..io.atomic import atomic_path, write_json
 from ..models.med_adapter import DEFAULT_REFERENCE_DEPTH
 from ..models.network import assemble_model, model_config, prepare_backbone
@@ -31,7 +32,7 @@ from ..progress import ProgressCallback
 from ..sets.adapter_set import make_manifest, save_adapter_set
 from ..sets.library import Library
 from ..sets.loader import SetLoader, config_from_manifest
-from .trainer import Trainer, TrainingConfig, write_history
+from .trainer import Trainer, TrainingConfig, TrainingResult, write_history
 
 #: A new user's run, with no options, ends within this many minutes (see Trainer.fit_to_time_budget)
 DEFAULT_MAX_MINUTES = 30.0
@@ -76,6 +77,7 @@ class FinetuneConfig:
     spacing: str | None = None  # "x,y,z" in mm
     normalization: str = "zscore"  # zscore | percentile | ct:LOW:HIGH | none
     crop_foreground: bool = False
+    postprocessing: str = "auto"  # auto (chosen on the validation cases) | none | largest
     device: str = "auto"
     run_dir: str | None = None  # default: OUTPUT without suffix + ".run"
     cancel_file: str | None = None  # stop (and write the best set) when this file appears
@@ -250,6 +252,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     write_history(run_dir, result.history)
     plot_curves(run_dir, result.history)
     model.load_state_dict(result.best_tensors, strict=False)
+    postprocessing, choice = set_postprocessing(config.postprocessing, result)
     manifest = make_manifest(
         model, backbone_sha, config.name or output.name.split(".")[0], channel_names, out_names,
         description=config.description, license=config.license or "unspecified", modality=config.modality,
@@ -267,14 +270,33 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
             "training": training.to_dict(), "cancelled": result.cancelled,
             "curves": [{k: v for k, v in h.items()} for h in result.history],
             "seconds_per_step": result.seconds_per_step, "peak_memory_mb": result.peak_memory_mb,
+            "postprocessing_choice": choice,
         },
         metrics={"validation_dice": result.best_dice, "validation_mean_dice": result.best_score}
         if result.best_score is not None else {},
+        postprocessing=postprocessing.to_dict() if postprocessing.active else None,
         backbone_source=(start_set.manifest.backbone.source or "") if start_set else "",
         label_values=out_values,
     )
     save_adapter_set(output, manifest, result.best_tensors)
     return FinetuneOutcome(model, result, output, val, run_dir)
+
+
+def set_postprocessing(mode: str, result: TrainingResult) -> tuple[PostProcessing, dict[str, Any]]:
+    """The post-processing a new set carries, and how it was chosen (for its provenance).
+    `auto` decides on the validation Dice of the best epoch, with and without keeping only the
+    largest foreground component (nnU-Net's first post-processing step); with no validation
+    there is nothing to decide on, and nothing is applied."""
+    if mode == "largest":
+        return PostProcessing(keep_largest_foreground=True), {"mode": mode}
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch and "val_dice" in h), None)
+    if mode == "none" or best is None or "val_dice_largest_component" not in best:
+        return PostProcessing(), {"mode": mode, "decided_on": None if mode == "none" else "no validation"}
+    spec = choose_postprocessing(best["val_dice"], best["val_dice_largest_component"])
+    return spec, {"mode": mode, "decided_on": f"validation Dice of epoch {result.best_epoch}",
+                  "validation_dice": best["val_dice"],
+                  "validation_dice_largest_component": best["val_dice_largest_component"],
+                  "keep_largest_foreground": spec.keep_largest_foreground}
 
 
 def training_regions(config: FinetuneConfig, dataset, labels: LabelSpec) -> RegionSpec | None:

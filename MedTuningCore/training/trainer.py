@@ -37,6 +37,7 @@ from ..data.regions import class_probabilities, nested_labels, region_dice
 from ..data.sampling import SamplingOptions, training_batch
 from ..errors import DivergedError, InputError
 from ..evaluation.metrics import dice_per_class
+from ..inference.postprocessing import largest_foreground
 from ..inference.precision import autocast_dtype, precision_name
 from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor, resolve_device
 from ..io.atomic import write_json
@@ -323,7 +324,7 @@ class Trainer:
                           "lr": self.optimizer.param_groups[0]["lr"],
                           "class_dice_loss": self.mean_class_losses(class_losses)}
                 if self.val_cases and (self.epoch + 1) % self.config.val_every == 0:
-                    record["val_dice"] = self.validate()
+                    record["val_dice"], record["val_dice_largest_component"] = self.validate()
                     self.consider_best(record)
                 self.history.append(record)
                 self.epoch += 1
@@ -436,17 +437,21 @@ class Trainer:
         return skipped_in_a_row + 1
 
     # -- validation and the best epoch ------------------------------------------------
-    def validate(self) -> dict[str, float]:
-        """Mean Dice per class over the validation cases (rank 0; shared with all ranks)."""
-        scores = np.zeros(len(self.label_names))
+    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean Dice per class over the validation cases, as predicted and with the largest
+        foreground component only (rank 0; shared with all ranks)."""
+        scores = np.zeros(2 * len(self.label_names))
         if self.rank == 0:
-            scores = np.array(validation_dice(self.model, self.val_cases, self.config.val_overlap, self.device))
+            scores = np.concatenate(validation_scores(self.model, self.val_cases, self.config.val_overlap,
+                                                      self.device))
         if self.world > 1:
             tensor = torch.tensor(scores, dtype=torch.float64)
             dist.broadcast(tensor, 0)
             scores = tensor.numpy()
         self.model.train()
-        return {name: float(s) for name, s in zip(self.label_names, scores)}
+        count = len(self.label_names)
+        return ({name: float(s) for name, s in zip(self.label_names, scores[:count])},
+                {name: float(s) for name, s in zip(self.label_names, scores[count:])})
 
     def consider_best(self, record: dict[str, Any]) -> None:
         score = float(np.mean(list(record["val_dice"].values())))
@@ -470,7 +475,16 @@ class Trainer:
 def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
                     device: torch.device | str = "cpu", options: InferenceOptions | None = None) -> list[float]:
     """Mean Dice per foreground class (per region, for a region model) of sliding-window
-    predictions on preprocessed cases.
+    predictions on preprocessed cases."""
+    return validation_scores(model, cases, overlap, device, options)[0]
+
+
+def validation_scores(model: MedTuningModel, cases: list[PreparedCase], overlap: float,
+                      device: torch.device | str = "cpu",
+                      options: InferenceOptions | None = None) -> tuple[list[float], list[float]]:
+    """Mean Dice per foreground class (per region, for a region model) of sliding-window
+    predictions on preprocessed cases: as predicted, and with only the largest foreground
+    component kept (to choose the set's post-processing from the same predictions).
 
     By default in float32 on tiles of the training slice size, whatever the machine: the best
     epoch and the figures a set records must not depend on whether this CPU computes bf16."""
@@ -478,15 +492,16 @@ def validation_dice(model: MedTuningModel, cases: list[PreparedCase], overlap: f
         options = InferenceOptions(device=str(device), overlap=overlap, amp="none", tile_size=model.config.img_size)
     predictor = SlidingWindowPredictor.for_model(model, options)
     regions = model.config.regions
-    per_case = []
+    as_predicted, largest = [], []
     for case in cases:
         outputs = predictor.predict_logits(case.volume)
-        if regions:
-            pred = nested_labels(class_probabilities(outputs, True)).numpy()
-            per_case.append(region_dice(pred, case.label, regions))
-        else:
-            per_case.append(dice_per_class(outputs.argmax(0).numpy(), case.label, model.config.num_classes))
-    return list(np.mean(per_case, axis=0))
+        pred = nested_labels(class_probabilities(outputs, True)).numpy() if regions else outputs.argmax(0).numpy()
+        for scores, labels in ((as_predicted, pred), (largest, largest_foreground(pred))):
+            if regions:
+                scores.append(region_dice(labels, case.label, regions))
+            else:
+                scores.append(dice_per_class(labels, case.label, model.config.num_classes))
+    return list(np.mean(as_predicted, axis=0)), list(np.mean(largest, axis=0))
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

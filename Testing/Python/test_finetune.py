@@ -209,6 +209,34 @@ def test_new_labels_from_a_set_keep_adapters_and_get_a_fresh_head(tiny_setup, tm
     assert [lb.name for lb in b.manifest.task.labels] == ["tumour core", "edema"]
 
 
+def test_new_sets_choose_their_post_processing_on_the_validation_cases(tiny_setup, tmp_path):
+    """nnU-Net's rule, on the best epoch's validation Dice: keep only the largest foreground
+    component if that raises the mean and lowers no class. `largest` and `none` override it."""
+    from MedTuningCore.inference.postprocessing import choose_postprocessing
+
+    library, data = tiny_setup
+    auto = tmp_path / "auto.safetensors"
+    assert main(finetune_cmd(library, data, auto, "--epochs", "1", "--progress", "none")[3:]) == 0
+    manifest = load_adapter_set(auto).manifest
+    choice = manifest.provenance["postprocessing_choice"]
+    assert choice["mode"] == "auto" and choice["decided_on"] == "validation Dice of epoch 0"
+    names = {"necrosis", "edema", "non-enhancing", "enhancing"}
+    assert set(choice["validation_dice"]) == set(choice["validation_dice_largest_component"]) == names
+    assert manifest.provenance["curves"][0]["val_dice_largest_component"] == choice["validation_dice_largest_component"]
+    assert choice["validation_dice"] == manifest.metrics["validation_dice"]
+    expected = choose_postprocessing(choice["validation_dice"], choice["validation_dice_largest_component"])
+    assert choice["keep_largest_foreground"] is expected.keep_largest_foreground
+    assert bool((manifest.postprocessing or {}).get("keep_largest_foreground")) is expected.keep_largest_foreground
+    for mode, kept in (("largest", True), ("none", False)):
+        out = tmp_path / f"{mode}.safetensors"
+        assert main(["finetune", "--data", str(data), "--labels", "necrosis,edema,non-enhancing,enhancing",
+                     "--from", str(auto), "--library", str(library.root), "-o", str(out), "--epochs", "0",
+                     "--val-cases", "1", "--postprocessing", mode, "--progress", "none"]) == 0
+        manifest = load_adapter_set(out).manifest
+        assert bool((manifest.postprocessing or {}).get("keep_largest_foreground")) is kept
+        assert manifest.provenance["postprocessing_choice"]["mode"] == mode
+
+
 def test_dataset_problems_are_all_reported_before_training(tmp_path, capsys):
     good = sitk.Image(8, 8, 4, sitk.sitkFloat32)
     good = sitk.Add(good, sitk.GaussianSource(sitk.sitkFloat32, [8, 8, 4], [2, 2, 2], [4, 4, 2]))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from MedTuningCore.inference.postprocessing import PostProcessing, postprocess
+from MedTuningCore.inference.postprocessing import (
+    PostProcessing,
+    choose_postprocessing,
+    largest_foreground,
+    postprocess,
+)
 
 
 def label_image(array, spacing=(1.0, 1.0, 2.0)):
@@ -70,3 +75,20 @@ def test_keep_largest_foreground_keeps_the_lesion_with_all_its_classes():
     np.testing.assert_array_equal(out, lesion)
     empty = postprocess(label_image(np.zeros_like(a)), PostProcessing(keep_largest_foreground=True))
     assert not sitk.GetArrayFromImage(empty).any()  # nothing found stays nothing, no error
+
+
+def test_largest_foreground_on_an_array_keeps_the_largest_component_and_its_classes():
+    a = base()
+    a[3, 3, 3] = 2  # a second class inside the big component stays
+    out = largest_foreground(a)
+    assert out.dtype == a.dtype and out[3, 3, 3] == 2
+    assert (out == 1).sum() == 383 and not out[2:4, 15:17, 15:17].any() and not out[5:7, 14:19, 14:19].any()
+    assert not largest_foreground(np.zeros((3, 4, 5), np.int64)).any()
+
+
+def test_the_largest_component_is_chosen_only_if_it_helps_the_mean_and_hurts_no_class():
+    raw = {"tumour": 0.60, "cyst": 0.40}
+    assert choose_postprocessing(raw, {"tumour": 0.70, "cyst": 0.40}).keep_largest_foreground
+    assert not choose_postprocessing(raw, {"tumour": 0.80, "cyst": 0.39}).keep_largest_foreground  # a class loses
+    assert not choose_postprocessing(raw, dict(raw)).keep_largest_foreground  # no gain, no change
+    assert not choose_postprocessing({}, {}).active  # nothing validated: nothing chosen
