@@ -71,7 +71,8 @@ def summary(set_file: Path, scores: Path, minutes: float | None) -> dict:
     from MedTuningCore.sets.adapter_set import read_manifest
 
     provenance = read_manifest(set_file).provenance
-    kept = ("training_cases", "validation_cases", "epochs", "best_epoch", "stopped", "seconds_per_step", "training")
+    kept = ("training_cases", "validation_cases", "epochs", "best_epoch", "stopped", "seconds_per_step",
+            "postprocessing_choice", "training")
     return {"wall_minutes_of_finetune": minutes, "provenance": {k: provenance.get(k) for k in kept},
             "validation_dice (picked the best epoch)": read_manifest(set_file).metrics,
             "unseen_case": UNSEEN_CASE, "unseen_scores": json.loads(scores.read_text())}
