@@ -72,7 +72,7 @@ def summary(set_file: Path, scores: Path, minutes: float | None) -> dict:
 
     provenance = read_manifest(set_file).provenance
     kept = ("training_cases", "validation_cases", "epochs", "best_epoch", "stopped", "seconds_per_step",
-            "postprocessing_choice", "training")
+            "postprocessing_choice", "peak_memory_mb", "curves", "training")
     return {"wall_minutes_of_finetune": minutes, "provenance": {k: provenance.get(k) for k in kept},
             "validation_dice (picked the best epoch)": read_manifest(set_file).metrics,
             "unseen_case": UNSEEN_CASE, "unseen_scores": json.loads(scores.read_text())}
@@ -83,7 +83,7 @@ def islands(set_file: Path) -> dict:
     largest foreground component kept: what `--postprocessing auto` decides on the validation
     case, and what that does to the unseen one (for a set trained before it decided)."""
     from MedTuningCore.evaluation.metrics import dice
-    from MedTuningCore.inference.postprocessing import largest_foreground
+    from MedTuningCore.inference.postprocessing import PostProcessing, largest_foreground
     from MedTuningCore.inference.segmenter import Segmenter
     from MedTuningCore.sets.adapter_set import load_adapter_set
     from MedTuningCore.sets.library import Library
@@ -91,6 +91,7 @@ def islands(set_file: Path) -> dict:
 
     adapter_set = load_adapter_set(set_file)
     segmenter = Segmenter.from_set(adapter_set, SetLoader(Library()))
+    segmenter.description.postprocessing = PostProcessing()  # the set's own clean-up would hide the islands
     found = {}
     for case in (*adapter_set.manifest.provenance["validation_cases"], UNSEEN_CASE):
         channels = [sitk.ReadImage(str(DATA / case / f"{name}_subtrMeanDivStd.nii.gz")) for name in CHANNELS]

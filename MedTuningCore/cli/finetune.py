@@ -78,7 +78,8 @@ def add_finetune_parser(sub) -> None:
                    help="crop each case to the box of its non-zero voxels in any channel (e.g. skull-stripped MRI)")
     p.add_argument("--postprocessing", choices=["auto", "none", "largest"], default="auto",
                    help="what the set applies after inference: auto (default) keeps only the largest foreground "
-                        "component if that raised the validation Dice, as nnU-Net decides; none; largest")
+                        "component if that raised the mean validation Dice and lowered no class, as nnU-Net "
+                        "decides; none; largest")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--run-dir", help="where checkpoints go (default: OUTPUT without suffix + '.run')")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
@@ -115,13 +116,23 @@ def run_finetune(args: argparse.Namespace) -> int:
     result = outcome.result
     summary = {"event": "done", "output": str(outcome.output), "best_epoch": result.best_epoch,
                "validation_dice": result.best_dice, "cancelled": result.cancelled,
-               "seconds_per_step": result.seconds_per_step, "peak_memory_mb": result.peak_memory_mb}
+               "seconds_per_step": result.seconds_per_step, "peak_memory_mb": result.peak_memory_mb,
+               "postprocessing": outcome.postprocessing_choice}
     if args.progress == "json":
         print(json.dumps(summary), flush=True)
     else:
         print(f"wrote {outcome.output} (best epoch {result.best_epoch}, validation Dice "
               f"{json.dumps({k: round(v, 4) for k, v in result.best_dice.items()})})"
+              f"{largest_component_note(outcome.postprocessing_choice)}"
               f"{'; cancelled early' if result.cancelled else ''}", file=sys.stderr)
     return EXIT_CANCELLED if result.cancelled else 0
 
 
+def largest_component_note(choice: dict) -> str:
+    """'; keeps only the largest component (...)' when the set applies that clean-up."""
+    if choice.get("mode") == "largest":
+        return "; keeps only the largest component (--postprocessing largest)"
+    if choice.get("keep_largest_foreground"):
+        dice = {k: round(v, 4) for k, v in choice["validation_dice_largest_component"].items()}
+        return f"; keeps only the largest component, which raised it to {json.dumps(dice)}"
+    return ""

@@ -33,6 +33,8 @@ def compare(methods: list[str], base: FinetuneConfig, out: str | Path, folds: in
         raise InputError(f"unknown methods {unknown}; choose from {', '.join(TUNING_METHODS)}")
     if base.max_minutes is None:  # a time budget would cut the slower methods shorter: unless asked,
         base = replace(base, max_minutes=0)  # every method runs its whole schedule
+    if base.postprocessing == "auto":  # it would be chosen on the very cases compare scores:
+        base = replace(base, postprocessing="none")  # each method is scored as its model predicts
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     library = Library(base.library)

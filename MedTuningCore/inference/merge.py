@@ -3,7 +3,8 @@
 Rule: set k's labels are renumbered after those of sets 1..k-1 (the first set keeps its
 values). Where more than one set labels a voxel as foreground, the set whose winning class
 is most probable there takes the voxel; on a tie the set listed first wins. Background is
-0 where no set claims the voxel.
+0 where no set claims the voxel; a set claims only what its own label map (after its
+post-processing) marks as foreground.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def merge_segmentations(segmenters: Sequence[Segmenter], channels: Sequence[sitk
         result = segmenter.segment_images(channels, probabilities=True)
         probs = sitk.GetArrayFromImage(result.probabilities)  # [D, H, W, K]
         labels = probs.argmax(axis=-1).astype(np.int32)  # class indices, whatever values the set writes
+        # what the set's own label map calls background (its post-processing, its region
+        # thresholds) stays background here, so merging never brings back what one set removed
+        labels[sitk.GetArrayFromImage(result.labels) == 0] = 0
         confidence = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
         if merged is None:
             merged = np.zeros(labels.shape, np.int32)

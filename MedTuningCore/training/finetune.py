@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +154,14 @@ class FinetuneOutcome:
     output: Path
     validation: list  # the prepared validation cases
     run_dir: Path
+    postprocessing_choice: dict = field(default_factory=dict)  # as the manifest's provenance records it
 
 
 #: What runs written before these options existed trained with: their run.json lacks the keys,
 #: and a resumed run must continue as it started, not with today's defaults.
-LEGACY_DEFAULTS: dict[str, Any] = {"foreground_fraction": 0.33, "max_minutes": 0.0, "regions": None, "amp": "cuda"}
+LEGACY_DEFAULTS: dict[str, Any] = {"foreground_fraction": 0.33, "max_minutes": 0.0, "regions": None, "amp": "cuda",
+                                   "postprocessing": "none"}
+POSTPROCESSING_MODES = ("auto", "none", "largest")
 
 
 def resume(run_dir: str | Path, progress: ProgressCallback | None = None,
@@ -185,6 +188,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
                          "start from")
     if config.from_set and config.backbone:
         raise InputError("start from a set or from a backbone, not both")
+    if config.postprocessing not in POSTPROCESSING_MODES:
+        raise InputError(f"--postprocessing {config.postprocessing}: choose one of {', '.join(POSTPROCESSING_MODES)}")
     if not 0.0 <= config.foreground_fraction <= 1.0:
         raise InputError(f"--foreground-fraction {config.foreground_fraction}: give a share between 0 and 1")
     run_dir = Path(config.run_dir or str(Path(config.output).with_suffix("")) + ".run")
@@ -252,7 +257,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     write_history(run_dir, result.history)
     plot_curves(run_dir, result.history)
     model.load_state_dict(result.best_tensors, strict=False)
-    postprocessing, choice = set_postprocessing(config.postprocessing, result)
+    inherited = start_set.manifest.postprocessing if start_set else None
+    postprocessing, choice = set_postprocessing(config.postprocessing, result, inherited)
     manifest = make_manifest(
         model, backbone_sha, config.name or output.name.split(".")[0], channel_names, out_names,
         description=config.description, license=config.license or "unspecified", modality=config.modality,
@@ -279,19 +285,26 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         label_values=out_values,
     )
     save_adapter_set(output, manifest, result.best_tensors)
-    return FinetuneOutcome(model, result, output, val, run_dir)
+    return FinetuneOutcome(model, result, output, val, run_dir, choice)
 
 
-def set_postprocessing(mode: str, result: TrainingResult) -> tuple[PostProcessing, dict[str, Any]]:
+def set_postprocessing(mode: str, result: TrainingResult, inherited: dict[str, Any] | None = None
+                       ) -> tuple[PostProcessing, dict[str, Any]]:
     """The post-processing a new set carries, and how it was chosen (for its provenance).
     `auto` decides on the validation Dice of the best epoch, with and without keeping only the
-    largest foreground component (nnU-Net's first post-processing step); with no validation
-    there is nothing to decide on, and nothing is applied."""
+    largest foreground component (nnU-Net's first post-processing step). With nothing to
+    decide on, a set continued `--from` another keeps that set's choice, a new one gets none."""
     if mode == "largest":
         return PostProcessing(keep_largest_foreground=True), {"mode": mode}
+    if mode == "none":
+        return PostProcessing(), {"mode": mode}
     best = next((h for h in result.history if h["epoch"] == result.best_epoch and "val_dice" in h), None)
-    if mode == "none" or best is None or "val_dice_largest_component" not in best:
-        return PostProcessing(), {"mode": mode, "decided_on": None if mode == "none" else "no validation"}
+    if best is None or "val_dice_largest_component" not in best:
+        reason = "no validation" if best is None else "the best epoch's record predates the largest-component score"
+        if (inherited or {}).get("keep_largest_foreground"):  # the one choice that holds whatever the labels
+            return (PostProcessing(keep_largest_foreground=True),
+                    {"mode": mode, "decided_on": f"{reason}: kept the starting set's", "keep_largest_foreground": True})
+        return PostProcessing(), {"mode": mode, "decided_on": reason}
     spec = choose_postprocessing(best["val_dice"], best["val_dice_largest_component"])
     return spec, {"mode": mode, "decided_on": f"validation Dice of epoch {result.best_epoch}",
                   "validation_dice": best["val_dice"],

@@ -209,7 +209,7 @@ def test_new_labels_from_a_set_keep_adapters_and_get_a_fresh_head(tiny_setup, tm
     assert [lb.name for lb in b.manifest.task.labels] == ["tumour core", "edema"]
 
 
-def test_new_sets_choose_their_post_processing_on_the_validation_cases(tiny_setup, tmp_path):
+def test_new_sets_choose_their_post_processing_on_the_validation_cases(tiny_setup, tmp_path, capsys):
     """nnU-Net's rule, on the best epoch's validation Dice: keep only the largest foreground
     component if that raises the mean and lowers no class. `largest` and `none` override it."""
     from MedTuningCore.inference.postprocessing import choose_postprocessing
@@ -227,7 +227,10 @@ def test_new_sets_choose_their_post_processing_on_the_validation_cases(tiny_setu
     expected = choose_postprocessing(choice["validation_dice"], choice["validation_dice_largest_component"])
     assert choice["keep_largest_foreground"] is expected.keep_largest_foreground
     assert bool((manifest.postprocessing or {}).get("keep_largest_foreground")) is expected.keep_largest_foreground
-    for mode, kept in (("largest", True), ("none", False)):
+    said = "keeps only the largest component" in capsys.readouterr().err
+    assert said is expected.keep_largest_foreground
+    # with no epoch to validate, a set continued from another keeps that set's choice
+    for mode, kept in (("largest", True), ("none", False), ("auto", expected.keep_largest_foreground)):
         out = tmp_path / f"{mode}.safetensors"
         assert main(["finetune", "--data", str(data), "--labels", "necrosis,edema,non-enhancing,enhancing",
                      "--from", str(auto), "--library", str(library.root), "-o", str(out), "--epochs", "0",
@@ -235,6 +238,12 @@ def test_new_sets_choose_their_post_processing_on_the_validation_cases(tiny_setu
         manifest = load_adapter_set(out).manifest
         assert bool((manifest.postprocessing or {}).get("keep_largest_foreground")) is kept
         assert manifest.provenance["postprocessing_choice"]["mode"] == mode
+    from MedTuningCore.errors import InputError
+    from MedTuningCore.training.finetune import FinetuneConfig, finetune
+
+    with pytest.raises(InputError, match="--postprocessing largets: choose one of auto, none, largest"):
+        finetune(FinetuneConfig(data=str(data), backbone="vit_tiny_patch16_224", output=str(tmp_path / "x.safetensors"),
+                                postprocessing="largets"))
 
 
 def test_dataset_problems_are_all_reported_before_training(tmp_path, capsys):
@@ -379,8 +388,9 @@ def test_compare_tabulates_methods_over_folds(tiny_setup, tmp_path, capsys):
         val = [load_adapter_set(tmp_path / "cmp" / f"{method}.fold{k}.safetensors").manifest.provenance
                ["validation_cases"] for k in (0, 1)]
         assert sorted(val[0] + val[1]) == CASES and not set(val[0]) & set(val[1])
-        assert json.loads((tmp_path / "cmp" / f"{method}.fold0.run" / "run.json").read_text())["augmentation"] \
-            == "strong"
+        run = json.loads((tmp_path / "cmp" / f"{method}.fold0.run" / "run.json").read_text())
+        assert run["augmentation"] == "strong"
+        assert run["postprocessing"] == "none"  # not chosen on the very cases compare scores
     assert "| med_adapter |" in capsys.readouterr().out
 
 
@@ -417,7 +427,8 @@ def test_a_run_from_before_the_new_options_resumes_with_what_it_started_with(tmp
     monkeypatch.setattr(module, "finetune", lambda config, progress=None, resuming=False: seen.setdefault("c", config))
     saved = {k: v for k, v in module.FinetuneConfig(data="x.csv", output="x.safetensors",
                                                      backbone="vit_tiny_patch16_224").to_dict().items()
-             if k not in ("foreground_fraction", "max_minutes", "regions")}
+             if k not in ("foreground_fraction", "max_minutes", "regions", "postprocessing")}
     (tmp_path / "run.json").write_text(json.dumps(saved))
     module.resume(tmp_path)
     assert seen["c"].foreground_fraction == 0.33 and seen["c"].max_minutes == 0 and seen["c"].regions is None
+    assert seen["c"].postprocessing == "none"

@@ -191,6 +191,26 @@ def test_two_sets_share_one_backbone_and_merge(library, base, tmp_path):
     assert set(np.unique(merged)) <= {0, 1, 2, 3}
 
 
+def test_a_merge_does_not_bring_back_what_a_sets_post_processing_removed(library, base, tmp_path):
+    """A set whose clean-up removes every island of its class claims no voxel in a merge."""
+    from MedTuningCore.inference.merge import merge_segmentations
+    from MedTuningCore.inference.postprocessing import PostProcessing
+    from MedTuningCore.inference.segmenter import Segmenter
+    from MedTuningCore.sets.loader import SetLoader
+
+    _, sets = base
+    library.install(sets / "organs.safetensors")
+    library.install(sets / "tumour.safetensors")
+    loader = SetLoader(library)
+    organs, tumour = Segmenter.from_set("organs", loader), Segmenter.from_set("tumour", loader)
+    image = synthetic_volume(size=(40, 36, 6))
+    merged, _ = merge_segmentations([organs, tumour], [image])
+    assert (sitk.GetArrayFromImage(merged) == 3).any()  # the tumour set claims voxels as it is
+    tumour.description.postprocessing = PostProcessing(min_island_mm3=1e12)  # removes every component
+    merged, _ = merge_segmentations([organs, tumour], [image])
+    assert not (sitk.GetArrayFromImage(merged) == 3).any()
+
+
 def test_doctor_reports_missing_backbone_with_the_fix(tmp_path, capsys):
     code = main(["doctor", "--library", str(tmp_path / "empty")])
     out = capsys.readouterr().out
