@@ -408,10 +408,12 @@ def device_name(device: str) -> str:
 
 
 def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s: float,
-             skip: tuple[str, ...] = ()) -> None:
+             skip: tuple[str, ...] = (), folds: tuple[int, ...] | None = None) -> None:
     """Every (experiment, fold) as its own process, `jobs` at a time, longest first; at
     `budget_s` the running jobs are told to stop (cancel file) and still score what they have.
-    Experiments named in `skip` (already on file) are left out. Run again with the same --out,
+    Experiments named in `skip` (already on file) are left out; with `folds`, only those folds
+    run (this project's sessions each start on a fresh machine, so a plan longer than a
+    session is split by folds, each part finishing within one). Run again with the same --out,
     a plan goes on where it stopped: finished jobs are kept, stopped ones resume from their last
     epoch's checkpoint (a long budget can span several sessions)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -430,7 +432,8 @@ def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s:
     if unknown:
         raise SystemExit(f"--skip: no experiment {', '.join(sorted(unknown))} in plan {plan!r}")
     queue = [(exp, fold) for exp in sorted(PLANS[plan](), key=lambda e: -e.steps) if exp.name not in skip
-             for fold in (exp.folds or [None]) if not finished(out, exp.tag(fold))]
+             for fold in (exp.folds or [None]) if not finished(out, exp.tag(fold))
+             and (folds is None or fold in folds)]
     start, running, done, never_started = time.time(), [], [], []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     while queue or running:
@@ -736,6 +739,7 @@ def main() -> None:
     r.add_argument("--jobs", type=int, default=15)
     r.add_argument("--budget", type=float, default=420, help="seconds before running jobs are told to stop")
     r.add_argument("--skip", default="", help="comma-separated experiments of the plan to leave out (already run)")
+    r.add_argument("--folds", help="comma-separated folds to run (default: every fold of each experiment)")
     j = sub.add_parser("job")
     j.add_argument("spec", type=Path)
     t = sub.add_parser("report", help="mean ± SD over folds per experiment, from one or more results files")
@@ -765,7 +769,8 @@ def main() -> None:
         prepare(args.work)
     elif args.stage == "run":
         run_plan(args.work, args.out, args.plan, args.device, args.jobs, args.budget,
-                 tuple(n for n in args.skip.split(",") if n))
+                 tuple(n for n in args.skip.split(",") if n),
+                 tuple(int(f) for f in args.folds.split(",")) if args.folds else None)
     elif args.stage == "job":
         job_main(args.spec)
     elif args.stage == "package":

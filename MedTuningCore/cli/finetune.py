@@ -76,6 +76,7 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--normalization", default="zscore", help="zscore | percentile | ct:LOW:HIGH | none")
     p.add_argument("--crop-foreground", action="store_true",
                    help="crop each case to the box of its non-zero voxels in any channel (e.g. skull-stripped MRI)")
+    # training.finetune.POSTPROCESSING_MODES as literals (no torch for --help; test_api keeps them equal)
     p.add_argument("--postprocessing", choices=["auto", "none", "largest"], default="auto",
                    help="what the set applies after inference: auto (default) keeps only the largest foreground "
                         "component if that raised the mean validation Dice and lowered no class, as nnU-Net "

@@ -66,6 +66,16 @@ def test_the_help_names_every_tuning_method_and_only_those():
     assert named == set(TUNING_METHODS)
 
 
+def test_the_postprocessing_choices_are_the_trainings():
+    """--postprocessing lists its modes as literals (no torch for --help): finetune's, in order."""
+    from MedTuningCore.training.finetune import POSTPROCESSING_MODES
+
+    subparsers = argparse.ArgumentParser(prog="medtuning").add_subparsers(dest="command")
+    add_finetune_parser(subparsers)
+    action = next(a for a in subparsers.choices["finetune"]._actions if "--postprocessing" in a.option_strings)
+    assert tuple(action.choices) == POSTPROCESSING_MODES and action.default == POSTPROCESSING_MODES[0]
+
+
 def test_compare_reads_finetune_options_with_finetunes_parser(tmp_path, capsys):
     """`--data=x` used to be missed by compare's own hand parsing ("needs --data")."""
     code = main(["compare", "--methods", "head", "--out", str(tmp_path / "out"), "--",
