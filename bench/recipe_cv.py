@@ -177,9 +177,10 @@ def cpu_ablation_plan() -> list[Experiment]:
 def cpu_long_plan() -> list[Experiment]:
     """The default Med-Adapter at twice the steps (500): does it keep improving past 250, as
     the CNN did with its extra steps at equal CPU time (run 9)? The issue's longer budget;
-    about 1.6 hours per fold on the Intel VM in float32 with two jobs side by side, so run it
-    in parts that each fit a session (`--folds 0,1`, then `--folds 2,3`); on the same machine
-    a stopped job also resumes from its last finished epoch."""
+    73 minutes per fold on the Intel VM in float32 with two jobs side by side (run 11; 97
+    from run 8's cost per step on a slower VM of the type), so run it in parts that each fit
+    a session (`--folds 0,1`, then `--folds 2,3`); on the same machine a stopped job also
+    resumes from its last finished epoch."""
     return [Experiment("long-paper", 500, tuning="med_adapter_paper")]
 
 
