@@ -184,6 +184,15 @@ def cpu_long_plan() -> list[Experiment]:
     return [Experiment("long-paper", 500, tuning="med_adapter_paper")]
 
 
+def cpu_long_baseline_plan() -> list[Experiment]:
+    """The from-scratch CNN at equal CPU time to `cpu-long`, counted in steps rather than
+    minutes because VMs of one type differ in speed: 500 x 3.07 SegResNet steps per
+    Med-Adapter step (runs 8 and 9, measured side by side on one VM type: 11.65 / 3.80 s) =
+    1530, rounded up to whole epochs of 50 so the CNN never gets less than its share: 1550.
+    About 98 minutes a fold at run 9's 3.8 s per step with two single-threaded jobs."""
+    return [Experiment("cnn-segresnet-long", 1550, model="segresnet", spacing=2.0, patch_depth=64, slice_size=64)]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -192,7 +201,7 @@ def final_plan() -> list[Experiment]:
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
          "cpu-baseline": cpu_baseline_plan, "cpu-baseline-equal-time": cpu_baseline_equal_time_plan,
          "cpu-med-adapter": cpu_med_adapter_plan,
-         "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan,
+         "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "smoke": smoke_plan}
 
 
