@@ -198,10 +198,20 @@ def final_plan() -> list[Experiment]:
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
 
 
+def cpu_final_plan() -> list[Experiment]:
+    """The shipped `brats-glioma` retrained on all 4 cases with the default that runs 4-8 chose
+    (`med_adapter_paper`) at the budget run 11 kept (250 steps; 500 did not pass its rule). No
+    folds: run 8 (`ablation-paper-init`, same settings) is its cross-validation, so package it
+    with `--cv ablation-paper-init --cv-results recipe_cv/cpu_paper_f32.json`. About an hour
+    on a 2-core CPU as one job with both threads."""
+    return [Experiment("final-paper", SHORT_STEPS, tuning="med_adapter_paper", folds=[], keep=True)]
+
+
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
          "cpu-baseline": cpu_baseline_plan, "cpu-baseline-equal-time": cpu_baseline_equal_time_plan,
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
+         "cpu-final": cpu_final_plan,
          "smoke": smoke_plan}
 
 
@@ -609,9 +619,12 @@ def per_case(results: list[Path], experiments: list[str]) -> str:
 
 def package(tensors: Path, results: Path, tag: str, output: Path, name: str, description: str,
             training_data: str, cv_experiment: str | None = None, postprocessing: dict | None = None,
-            cv_evaluations: list[Path] | None = None) -> None:
+            cv_evaluations: list[Path] | None = None, cv_results: Path | None = None,
+            command: str = "python bench/recipe_cv.py run --plan final") -> None:
     """An adapter set from tensors trained by `run`, against the exact float32 backbone of the
-    library, with the recipe and the cross-validation figures in its manifest."""
+    library, with the recipe and the cross-validation figures in its manifest. The folds may
+    come from another results file (`cv_results`): a set trained on all cases after the
+    cross-validation that chose its recipe."""
 
     from safetensors.torch import load_file
 
@@ -636,11 +649,8 @@ def package(tensors: Path, results: Path, tag: str, output: Path, name: str, des
     if missing:
         raise SystemExit(f"{tensors}: tensors the model does not have: {sorted(missing)[:5]}")
     model.load_state_dict(state, strict=False)
-    summary = summarise(data["rows"]).get(cv_experiment or exp.name)
-    cv = ({"folds": len(summary["rows"]), "steps": exp.steps, "scored_by": "the GPU job, without post-processing",
-           "regions_dice_mean": {k: float(np.mean(v)) for k, v in summary["regions"].items()},
-           "regions_dice_per_fold": summary["regions"], "held_out": [r["held_out"] for r in summary["rows"]]}
-          if summary else {})
+    cv_rows = json.loads(cv_results.read_text())["rows"] if cv_results else data["rows"]
+    cv = cross_validation(summarise(cv_rows).get(cv_experiment or exp.name), postprocessing or {})
     spec = Preprocessing(spacing=(exp.spacing,) * 3, normalization=[ChannelNormalization("zscore")] * 2)
     training = {"steps": row["steps_done"], "steps_planned": exp.steps, "batch_size": exp.batch_size,
                 "patch": [exp.patch_depth, exp.slice_size, exp.slice_size], "lr": exp.lr, "ce_weight": exp.ce_weight,
@@ -659,21 +669,49 @@ def package(tensors: Path, results: Path, tag: str, output: Path, name: str, des
                     "training_cases": [c for c in CASES if c != row["held_out"]], "validation_cases": [],
                     "epochs": row["steps_done"] // 50, "best_epoch": None, "date": time.strftime("%Y-%m-%d"),
                     "label_values": [1, 2, 3, 4], "started_from": f"backbone {BACKBONE}",
-                    "recipe": {**row["settings"], "command": "python bench/recipe_cv.py run --plan final"},
+                    "recipe": {**row["settings"], "command": command},
                     "training": training, "cancelled": row["stopped_early"],
-                    "stopped": (f"stopped by the GPU lease's time budget after {row['steps_done']} of {exp.steps} "
+                    "stopped": (f"stopped by the run's time budget after {row['steps_done']} of {exp.steps} "
                                 f"planned steps (the cosine schedule had not reached its end)")
                     if row["stopped_early"] else "",
-                    "trained_on": row["device"], "backbone_transfer": "float16 copy of the backbone on the GPU "
-                    "(bf16 autocast rounds further); packaged against the exact float32 weights",
+                    "trained_on": row["device"], "backbone_transfer": backbone_transfer(row),
                     "seconds_per_step": row["seconds_per_step"], "peak_memory_mb": row["peak_memory_mb"],
                     "cross_validation": cv, "curves": row["curves"]},
-        metrics={"cross_validation_regions_dice": cv.get("pipeline", cv).get("regions_dice_mean", {}),
+        metrics={"cross_validation_regions_dice": cv.get("pipeline", cv.get("postprocessed", cv)).get(
+                     "regions_dice_mean", {}),
                  "fit_dice": fit, "fit_case": FIT_CASE},
         label_values=[1, 2, 3, 4])
     save_adapter_set(output, manifest, {k: v.contiguous() for k, v in model.state_dict().items()
                                         if k in state})
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def cross_validation(summary: dict[str, Any] | None, postprocessing: dict) -> dict[str, Any]:
+    """The folds' figures as the job scored them; with the largest component kept as well when
+    the set keeps it and every fold recorded it (those are then the set's own figures)."""
+    if not summary:
+        return {}
+    rows = summary["rows"]
+    cv = {"folds": len(rows), "steps": rows[0]["settings"]["steps"], "experiment": rows[0]["experiment"],
+          "scored_by": "the training job (bench/recipe_cv.py), without post-processing",
+          "regions_dice_mean": {k: float(np.mean(v)) for k, v in summary["regions"].items()},
+          "regions_dice_per_fold": summary["regions"], "held_out": [r["held_out"] for r in rows]}
+    if postprocessing.get("keep_largest_foreground") and all("largest_component" in r for r in rows):
+        kept = {g: [r["largest_component"]["regions"][g] for r in rows] for g in REGIONS}
+        cv["postprocessed"] = {"scored_by": "the training job, largest foreground component kept (as the set does)",
+                               "regions_dice_mean": {g: float(np.mean(v)) for g, v in kept.items()},
+                               "regions_dice_per_fold": kept}
+    return cv
+
+
+def backbone_transfer(row: dict) -> str:
+    """How the frozen backbone was held while training: on a GPU the job trains against a
+    float16 copy, so the set is packaged against the exact float32 weights; on a CPU it
+    trained against those weights themselves."""
+    if "CPU" in row["device"]:
+        return f"the library's float32 backbone itself ({row.get('precision', 'float32')} compute)"
+    return ("float16 copy of the backbone on the GPU (bf16 autocast rounds further); packaged against the exact "
+            "float32 weights")
 
 
 def pipeline_cv(evaluations: list[Path]) -> dict[str, Any]:
@@ -800,6 +838,9 @@ def main() -> None:
                    help="`medtuning evaluate --json` files of the fold sets, for the manifest's figures")
     k.add_argument("--cv", help="the experiment whose folds give the cross-validation figures (default: the "
                                 "tensors' own)")
+    k.add_argument("--cv-results", type=Path, help="the results file holding those folds (default: --results)")
+    k.add_argument("--command", default="python bench/recipe_cv.py run --plan final",
+                   help="the command that trained the tensors, for the manifest")
     k.add_argument("--description", default="Glioma sub-regions on brain MRI: necrosis, edema, non-enhancing and "
                                              "enhancing tumour")
     k.add_argument("--training-data", default="4 cases of BraTS 2013 (Menze et al. 2015, IEEE TMI; pat0003-pat0006 "
@@ -815,7 +856,7 @@ def main() -> None:
         job_main(args.spec)
     elif args.stage == "package":
         package(args.tensors, args.results, args.tag, args.output, args.name, args.description, args.training_data,
-                args.cv, args.postprocessing, args.cv_evaluate)
+                args.cv, args.postprocessing, args.cv_evaluate, args.cv_results, args.command)
     elif args.stage == "cases":
         print(per_case(args.results, args.experiments.split(",")))
     else:
