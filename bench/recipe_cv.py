@@ -581,17 +581,26 @@ def postprocessed_lines(table: dict[str, Any], order: list[str]) -> list[str]:
     lines = []
     for name in order:
         rows = table[name]["rows"]
-        if not all("largest_component" in r for r in rows):
+        kept = largest_component_regions(rows)
+        if kept is None:
             continue
-        kept = [[r["largest_component"]["regions"][g] for g in REGIONS] for r in rows]
-        plain = [[r["regions"][g] for g in REGIONS] for r in rows]
-        better = sum(np.mean(k) > np.mean(p) for k, p in zip(kept, plain))
-        lines.append(f"| {name} | " + " | ".join(f"{100 * np.mean(v):.1f}" for v in np.transpose(kept))
-                     + f" | {100 * np.mean(kept):.1f} | {better} of {len(rows)} |")
+        kept_per_fold = np.mean([kept[g] for g in REGIONS], axis=0)
+        plain_per_fold = np.mean([[r["regions"][g] for r in rows] for g in REGIONS], axis=0)
+        better = int(np.sum(kept_per_fold > plain_per_fold))
+        lines.append(f"| {name} | " + " | ".join(f"{100 * np.mean(kept[g]):.1f}" for g in REGIONS)
+                     + f" | {100 * np.mean(kept_per_fold):.1f} | {better} of {len(rows)} |")
     if not lines:
         return []
     return ["\nLargest foreground component kept (the same predictions):\n",
             "| experiment | WT | TC | ET | mean | folds it raises |", "|---|---|---|---|---|---|", *lines]
+
+
+def largest_component_regions(rows: list[dict]) -> dict[str, list[float]] | None:
+    """WT / TC / ET per fold with only the largest foreground component kept, or None unless
+    every fold recorded it (runs from 2026-12-02 on)."""
+    if not all("largest_component" in r for r in rows):
+        return None
+    return {g: [r["largest_component"]["regions"][g] for r in rows] for g in REGIONS}
 
 
 def per_case(results: list[Path], experiments: list[str]) -> str:
@@ -617,10 +626,14 @@ def per_case(results: list[Path], experiments: list[str]) -> str:
     return "\n".join(lines)
 
 
+#: What trained the GPU-era shipped set; `package --command` names another run.
+FINAL_COMMAND = "python bench/recipe_cv.py run --plan final"
+
+
 def package(tensors: Path, results: Path, tag: str, output: Path, name: str, description: str,
             training_data: str, cv_experiment: str | None = None, postprocessing: dict | None = None,
             cv_evaluations: list[Path] | None = None, cv_results: Path | None = None,
-            command: str = "python bench/recipe_cv.py run --plan final") -> None:
+            command: str = FINAL_COMMAND) -> None:
     """An adapter set from tensors trained by `run`, against the exact float32 backbone of the
     library, with the recipe and the cross-validation figures in its manifest. The folds may
     come from another results file (`cv_results`): a set trained on all cases after the
@@ -696,8 +709,8 @@ def cross_validation(summary: dict[str, Any] | None, postprocessing: dict) -> di
           "scored_by": "the training job (bench/recipe_cv.py), without post-processing",
           "regions_dice_mean": {k: float(np.mean(v)) for k, v in summary["regions"].items()},
           "regions_dice_per_fold": summary["regions"], "held_out": [r["held_out"] for r in rows]}
-    if postprocessing.get("keep_largest_foreground") and all("largest_component" in r for r in rows):
-        kept = {g: [r["largest_component"]["regions"][g] for r in rows] for g in REGIONS}
+    kept = largest_component_regions(rows)
+    if postprocessing.get("keep_largest_foreground") and kept is not None:
         cv["postprocessed"] = {"scored_by": "the training job, largest foreground component kept (as the set does)",
                                "regions_dice_mean": {g: float(np.mean(v)) for g, v in kept.items()},
                                "regions_dice_per_fold": kept}
@@ -839,7 +852,7 @@ def main() -> None:
     k.add_argument("--cv", help="the experiment whose folds give the cross-validation figures (default: the "
                                 "tensors' own)")
     k.add_argument("--cv-results", type=Path, help="the results file holding those folds (default: --results)")
-    k.add_argument("--command", default="python bench/recipe_cv.py run --plan final",
+    k.add_argument("--command", default=FINAL_COMMAND,
                    help="the command that trained the tensors, for the manifest")
     k.add_argument("--description", default="Glioma sub-regions on brain MRI: necrosis, edema, non-enhancing and "
                                              "enhancing tumour")
