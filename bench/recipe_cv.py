@@ -431,7 +431,20 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_model() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def cpu_model() -> str:
+    """The CPU's name ("AMD EPYC ...") where the system says it: runs on VMs of one type still
+    differ (AVX-512 or not), and the rows' seconds per step only compare on the same kind."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform.processor() names it, if anything does
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def run_plan(work: Path, out: Path, plan: str, device: str, jobs: int, budget_s: float,
