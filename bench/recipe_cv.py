@@ -29,6 +29,7 @@ import argparse
 import gzip
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -202,8 +203,9 @@ def cpu_final_plan() -> list[Experiment]:
     """The shipped `brats-glioma` retrained on all 4 cases with the default that runs 4-8 chose
     (`med_adapter_paper`) at the budget run 11 kept (250 steps; 500 did not pass its rule). No
     folds: run 8 (`ablation-paper-init`, same settings) is its cross-validation, so package it
-    with `--cv ablation-paper-init --cv-results recipe_cv/cpu_paper_f32.json`. About an hour
-    on a 2-core CPU as one job with both threads."""
+    with `--cv ablation-paper-init --cv-results recipe_cv/cpu_paper_f32.json`. 36 minutes of
+    training as one job with both threads on a 2-core AMD EPYC with AVX-512 (run 13); VMs
+    without AVX-512 are slower."""
     return [Experiment("final-paper", SHORT_STEPS, tuning="med_adapter_paper", folds=[], keep=True)]
 
 
@@ -425,8 +427,6 @@ def parameter_counts(model) -> dict[str, int]:
 
 
 def device_name(device: str) -> str:
-    import platform
-
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -437,8 +437,6 @@ def device_name(device: str) -> str:
 def cpu_model() -> str:
     """The CPU's name ("AMD EPYC ...") where the system says it: runs on VMs of one type still
     differ (AVX-512 or not), and the rows' seconds per step only compare on the same kind."""
-    import platform
-
     cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform.processor() names it, if anything does
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():

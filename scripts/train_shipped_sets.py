@@ -7,9 +7,10 @@
 Each recipe writes its training data description into a work folder, runs the project's own
 `medtuning finetune` with the arguments below (recorded in the set's manifest), and copies
 the set into Resources/AdapterSets. On a 2-core CPU brain-tissue takes 40 minutes and
-brats-glioma 40-65; `--resume` continues a stopped run from its last epoch. (The shipped
-brats-glioma was trained by bench/recipe_cv.py with the same settings, and its manifest also
-carries the cross-validation figures; a set this script writes does not.)
+brats-glioma about 40 (36 min of training in run 13, on an AVX-512 VM); `--resume` continues
+a stopped run from its last epoch. (The shipped brats-glioma was trained by
+bench/recipe_cv.py with the same settings, and its manifest also carries the
+cross-validation figures; a set this script writes does not.)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ RECIPES = {
     # paper's adapter start, run 11 kept 250 steps), on all 4 cases with no validation case. The
     # shipped set was trained with these settings on a 2-core CPU by
     # `bench/recipe_cv.py run --plan cpu-final` (the same Trainer, float32); this command is the
-    # same training for anyone, on any device (40-65 minutes on a 2-core CPU).
+    # same training for anyone, on any device (bench/recipe_cv.py's took 36 minutes).
     "brats-glioma": [
         "--backbone", BACKBONE, "--decoder", "unet_stem", "--tuning", "med_adapter_paper",
         "--labels", "1:necrosis,2:edema,3:non-enhancing,4:enhancing", "--channels", "FLAIR,T1c",
