@@ -790,6 +790,16 @@ def steps_note(rows: list[dict], planned: int = SHORT_STEPS) -> str:
     return ""
 
 
+def superseded(table: dict[str, dict[str, Any]]) -> set[str]:
+    """Rows cut short (a lease ran out) of an experiment that another results file holds whole:
+    the plot shows the whole run only."""
+    def whole(entry: dict[str, Any]) -> bool:
+        return min(r["steps_done"] for r in entry["rows"]) >= SHORT_STEPS
+
+    complete = {name.split(" [")[0] for name, entry in table.items() if whole(entry)}
+    return {name for name, entry in table.items() if not whole(entry) and name.split(" [")[0] in complete}
+
+
 def plot(results: list[Path], output: Path) -> None:
     """One line per method, best at the top: the mean of WT, TC and ET over the folds (bar:
     the fold range, dots: each held-out case), tuned parameters in the label; the default
@@ -800,11 +810,12 @@ def plot(results: list[Path], output: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = summarise(load_rows(read_results(results)))
+    replaced = superseded(table)
     lines = []
     for experiment, entry in table.items():
-        name = plotted_name(experiment)
+        name = plotted_name(experiment.split(" [")[0])
         steps = min(r["steps_done"] for r in entry["rows"])
-        if name is None or steps == 0:  # not a method, or never trained (a lease ran out first)
+        if name is None or steps == 0 or experiment in replaced:  # not a method, never trained, or rerun whole
             continue
         per_fold = 100 * np.mean([entry["regions"][r] for r in REGIONS], axis=0)
         tuned = entry["rows"][0]["parameters"]["tuned"] / 1e6
