@@ -790,20 +790,27 @@ def steps_note(rows: list[dict], planned: int = SHORT_STEPS) -> str:
     return ""
 
 
-def superseded(table: dict[str, dict[str, Any]]) -> set[str]:
-    """Rows cut short (a lease ran out) of an experiment that another results file holds whole:
-    the plot shows the whole run only."""
-    def whole(entry: dict[str, Any]) -> bool:
-        return min(r["steps_done"] for r in entry["rows"]) >= SHORT_STEPS
+def base_name(experiment: str) -> str:
+    """The experiment's own name, without the " [FILE STEM]" load_rows adds to reruns."""
+    return experiment.split(" [")[0]
 
-    complete = {name.split(" [")[0] for name, entry in table.items() if whole(entry)}
-    return {name for name, entry in table.items() if not whole(entry) and name.split(" [")[0] in complete}
+
+def superseded(table: dict[str, dict[str, Any]]) -> set[str]:
+    """Rows cut short by a lease (`stopped_early`) of an experiment that another results file
+    holds whole on at least the same folds: the plot shows the whole run only."""
+    def whole(entry: dict[str, Any]) -> bool:
+        return not any(r["stopped_early"] for r in entry["rows"])
+
+    complete = [(base_name(n), set(e["folds"])) for n, e in table.items() if whole(e)]
+    return {n for n, e in table.items()
+            if not whole(e) and any(b == base_name(n) and f >= set(e["folds"]) for b, f in complete)}
 
 
 def plot(results: list[Path], output: Path) -> None:
     """One line per method, best at the top: the mean of WT, TC and ET over the folds (bar:
     the fold range, dots: each held-out case), tuned parameters in the label; the default
-    starred, the from-scratch CNN grey, rows cut short faded."""
+    starred, the from-scratch CNN grey, rows cut short faded (left out where another file
+    holds the same experiment whole: `superseded`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -811,9 +818,11 @@ def plot(results: list[Path], output: Path) -> None:
 
     table = summarise(load_rows(read_results(results)))
     replaced = superseded(table)
+    bases = [base_name(n) for n in table if n not in replaced]
     lines = []
     for experiment, entry in table.items():
-        name = plotted_name(experiment.split(" [")[0])
+        # the file stem stays in the label only where two whole runs of one experiment are plotted
+        name = plotted_name(base_name(experiment) if bases.count(base_name(experiment)) == 1 else experiment)
         steps = min(r["steps_done"] for r in entry["rows"])
         if name is None or steps == 0 or experiment in replaced:  # not a method, never trained, or rerun whole
             continue
