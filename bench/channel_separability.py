@@ -115,15 +115,18 @@ def median_table(data: Voxels) -> str:
     return table(["case", "class", "volume (mL)", "FLAIR median (z)", "T1c median (z)"], rows)
 
 
-def pair_aucs(data: Voxels, pair: str) -> dict[str, tuple[float, float]]:
-    """Per held-out case: (AUC of the log density ratio learnt on the other cases, AUC of the
-    one learnt on the case itself)."""
-    pos_classes, neg_classes = PAIRS[pair]
+def binned(data: Voxels) -> Voxels:
+    """case: (labels, flat 2-D bin of each voxel), on edges shared by all cases."""
     edges = bin_edges(data)
-    per_case = {}
-    for case, (labels, values) in data.items():
-        bins = bin_index(values, edges)
-        per_case[case] = (class_histogram(bins, labels, pos_classes), class_histogram(bins, labels, neg_classes))
+    return {case: (labels, bin_index(values, edges)) for case, (labels, values) in data.items()}
+
+
+def pair_aucs(data: Voxels, pair: str) -> dict[str, tuple[float, float]]:
+    """Per held-out case of `binned` data: (AUC of the log density ratio learnt on the other
+    cases, AUC of the one learnt on the case itself)."""
+    pos_classes, neg_classes = PAIRS[pair]
+    per_case = {case: (class_histogram(bins, labels, pos_classes), class_histogram(bins, labels, neg_classes))
+                for case, (labels, bins) in data.items()}
     aucs = {}
     for case, (pos, neg) in per_case.items():
         others = [per_case[o] for o in per_case if o != case]
@@ -134,6 +137,7 @@ def pair_aucs(data: Voxels, pair: str) -> dict[str, tuple[float, float]]:
 
 
 def auc_table(data: Voxels) -> str:
+    data = binned(data)
     rows = [[pair, case, *aucs] for pair in PAIRS for case, aucs in pair_aucs(data, pair).items()]
     return table(["classes (positive vs negative)", "held-out case", "AUC, trained on the other 3",
                   "AUC, trained on this case"], rows)
@@ -142,6 +146,7 @@ def auc_table(data: Voxels) -> str:
 def normalisation_table(loaded: dict[str, Voxels]) -> str:
     rows = []
     for how, data in loaded.items():
+        data = binned(data)
         for pair in CORE_PAIRS:
             aucs = pair_aucs(data, pair)
             rows.append([how, pair, *(aucs[case][0] for case in CASES)])
