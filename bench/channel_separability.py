@@ -13,8 +13,8 @@ T1c. This measures what voxel intensity alone offers, with no network and no con
    model learning from 3 cases can carry to a 4th), and trained and tested on the same case
    (how far the classes overlap within one case, an optimistic bound);
 3. the same held-out AUCs for the two pairs that decide tumour core, after re-normalising each
-   case's channels over its brain mask in three other ways: does another normalisation make
-   the rule carry from case to case?
+   case's channels in four other ways (three over its brain mask, and the trainer's own
+   default): does another normalisation make the rule carry from case to case?
 
 AUC 0.5 is chance; below 0.5 the rule learnt from the other cases points the wrong way on this
 one. A network also sees shape and position, so this bounds nothing it does; it says whether
@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from diagnose_brats import BRATS, CASES, CLASSES, channel_paths, read_label, table
+
+from MedTuningCore.data.preprocessing import ChannelNormalization, normalise
 
 #: histogram bins per channel, between the pooled 0.1st and 99.9th percentiles of the tumour
 #: voxels of the 4 cases under the normalisation in use (the rare voxels beyond go to the end bins)
@@ -54,6 +56,9 @@ NORMALISATIONS = {
     "brain z-score": lambda channel, brain, healthy: z_score(channel, brain),
     "brain median / IQR": lambda channel, brain, healthy: median_iqr(channel, brain),
     "z-score of the brain outside the tumour": lambda channel, brain, healthy: z_score(channel, healthy),
+    # what the trainer feeds the network (its default: z-score over voxels above the minimum)
+    "MedTuning's default (foreground z-score)":
+        lambda channel, brain, healthy: normalise(channel, ChannelNormalization()),
 }
 
 
