@@ -66,6 +66,7 @@ class Experiment:
     lr: float = 2e-3
     foreground_fraction: float = 0.67
     ce_weight: float = 1.0
+    class_weights: str | None = None  # "auto": cross-entropy weighted by class rarity (finetune --class-weights)
     augmentation: str = "strong"
     batch_size: int = 2
     patch_depth: int = 32
@@ -102,6 +103,8 @@ def gpu_plan() -> list[Experiment]:
         Experiment("ablation-lr5e-4", short, tuning="med_adapter_paper", lr=5e-4),
         Experiment("decoder-unet", short, decoder="unet"),
         Experiment("regions-brats", short, regions="brats"),
+        # issue 13 item 3: rare classes (necrosis, non-enhancing) weigh more in the cross-entropy
+        Experiment("loss-class-weights", short, tuning="med_adapter_paper", class_weights="auto"),
         Experiment("recipe-old", short, decoder="unet", spacing=2.0, slice_size=112, foreground_fraction=0.33),
         # the issue's from-scratch baseline: SegResNet, 64^3 patches at 2 mm, AdamW 2e-3
         Experiment("cnn-segresnet", short, model="segresnet", spacing=2.0, patch_depth=64, slice_size=64),
@@ -194,6 +197,12 @@ def cpu_long_baseline_plan() -> list[Experiment]:
     return [Experiment("cnn-segresnet-long", 1550, model="segresnet", spacing=2.0, patch_depth=64, slice_size=64)]
 
 
+def cpu_class_weights_plan() -> list[Experiment]:
+    """The default recipe with class-weighted cross-entropy (`--class-weights auto`), against
+    the default's own row (run 5, CPU bf16): does weighing rare classes find the tumour core?"""
+    return [e for e in gpu_plan() if e.name == "loss-class-weights"]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -213,7 +222,7 @@ PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan
          "cpu-baseline": cpu_baseline_plan, "cpu-baseline-equal-time": cpu_baseline_equal_time_plan,
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
-         "cpu-final": cpu_final_plan,
+         "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan,
          "smoke": smoke_plan}
 
 
@@ -351,6 +360,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from MedTuningCore.data.regions import parse_regions
     from MedTuningCore.inference.precision import precision_name
     from MedTuningCore.sets.adapter_set import tuned_state
+    from MedTuningCore.training.finetune import class_weights_of
     from MedTuningCore.training.trainer import Trainer, TrainingConfig
 
     torch.set_num_threads(spec.get("threads", 1))
@@ -362,11 +372,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     net = build_network(exp, Path(spec["weights"]))
     model = VolumeModel.wrap(net, exp.slice_size) if exp.model == "segresnet" else net
     iterations = 50
+    weights = class_weights_of(train, len(LABELS) + 1) if exp.class_weights == "auto" else None
     config = TrainingConfig(epochs=max(1, exp.steps // iterations), iterations_per_epoch=min(iterations, exp.steps),
                             batch_size=exp.batch_size, patch=(exp.patch_depth, exp.slice_size, exp.slice_size),
                             lr=exp.lr, warmup_epochs=1 if exp.steps >= 2 * iterations else 0, ce_weight=exp.ce_weight,
                             foreground_fraction=exp.foreground_fraction, augmentation=exp.augmentation, seed=0,
-                            device=spec["device"], max_minutes=exp.max_minutes)
+                            device=spec["device"], max_minutes=exp.max_minutes, ce_class_weights=weights)
     tag = exp.tag(fold)
     names = parse_regions(exp.regions, [1, 2, 3, 4]).names if exp.regions else LABELS
     from MedTuningCore.progress import ProgressPrinter

@@ -46,6 +46,10 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--warmup-epochs", type=int, default=2,
                    help="epochs of linear warm-up before the cosine decay (default 2)")
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
+    p.add_argument("--class-weights",
+                   help="weigh each class's cross-entropy: 'auto' (sqrt of the most frequent class's voxel count "
+                        "over the class's, in the training labels: background 1, a class 100 times rarer 10) "
+                        "or one number per class, background first, comma-separated (default: equal)")
     p.add_argument("--regions", help="train nested regions as sigmoid outputs (nnU-Net's region training): 'brats' "
                                      "(WT=1,2,3,4;TC=1,3,4;ET=4), 'kits', or NAME=V,V;NAME=V, largest first (default: "
                                      "the nested regions an nnU-Net v2 dataset.json declares, if any)")

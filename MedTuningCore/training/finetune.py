@@ -32,6 +32,7 @@ from ..progress import ProgressCallback
 from ..sets.adapter_set import make_manifest, save_adapter_set
 from ..sets.library import Library
 from ..sets.loader import SetLoader, config_from_manifest
+from .losses import frequency_class_weights
 from .trainer import Trainer, TrainingConfig, TrainingResult, write_history
 
 #: A new user's run, with no options, ends within this many minutes (see Trainer.fit_to_time_budget)
@@ -60,6 +61,7 @@ class FinetuneConfig:
     lr: float = 2e-3
     warmup_epochs: int = 2
     ce_weight: float = 1.0  # 0: the paper's Dice only
+    class_weights: str | None = None  # cross-entropy weight per class: auto | W0,W1,... (background first)
     foreground_fraction: float = 0.67  # share of patches centred on a random foreground class
     regions: str | None = None  # train nested regions as sigmoid outputs: brats | kits | NAME=V,V;NAME=V
     max_minutes: float | None = None  # fit the schedule into this time; None: DEFAULT_MAX_MINUTES; 0: no limit
@@ -192,6 +194,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         raise InputError(f"--postprocessing {config.postprocessing}: choose one of {', '.join(POSTPROCESSING_MODES)}")
     if not 0.0 <= config.foreground_fraction <= 1.0:
         raise InputError(f"--foreground-fraction {config.foreground_fraction}: give a share between 0 and 1")
+    given_weights = parse_class_weights(config.class_weights)
     run_dir = Path(config.run_dir or str(Path(config.output).with_suffix("")) + ".run")
     output = Path(config.output)
     if not output.parent.is_dir():
@@ -223,6 +226,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
 
     torch.manual_seed(config.seed)  # the fresh adapters and decoder: the same start for the same seed
     regions = training_regions(config, dataset, labels)
+    check_class_weights(config.class_weights, given_weights, labels, regions)
     model, backbone_sha, preprocessing = build_training_model(config, library, start_set, labels, in_channels,
                                                               regions)
     # what the set writes: its labels, or for a region model one class per region
@@ -237,6 +241,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         epochs=config.epochs, iterations_per_epoch=config.iterations, batch_size=config.batch_size,
         patch=(config.patch_depth, model.config.img_size, model.config.img_size), lr=config.lr,
         warmup_epochs=config.warmup_epochs, ce_weight=config.ce_weight,
+        ce_class_weights=given_weights or (class_weights_of(train, labels.num_classes) if config.class_weights
+                                           else None),
         foreground_fraction=config.foreground_fraction,
         max_minutes=(DEFAULT_MAX_MINUTES if config.max_minutes is None else config.max_minutes) or None,
         accumulate=config.accumulate,
@@ -286,6 +292,40 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     )
     save_adapter_set(output, manifest, result.best_tensors)
     return FinetuneOutcome(model, result, output, val, run_dir, choice)
+
+
+def parse_class_weights(text: str | None) -> list[float] | None:
+    """--class-weights: None for `auto` or none given, else the numbers (checked against the
+    labels once they are known, by check_class_weights)."""
+    if not text or text == "auto":
+        return None
+    try:
+        weights = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"--class-weights {text}: give 'auto' or one positive number per class, background "
+                         f"first, comma-separated (e.g. 1,5,2)") from None
+    if min(weights) <= 0:
+        raise InputError(f"--class-weights {text}: every weight must be above 0 (a class of weight 0 is never "
+                         f"learned from its cross-entropy); give 'auto' or positive numbers")
+    return weights
+
+
+def check_class_weights(text: str | None, weights: list[float] | None, labels: LabelSpec,
+                        regions: RegionSpec | None) -> None:
+    if text and regions:
+        raise InputError(f"--class-weights {text} weighs the cross-entropy of plain labels, and this run trains "
+                         f"regions ({', '.join(regions.names)}) as sigmoid outputs: leave out one of the two")
+    if weights is not None and len(weights) != labels.num_classes:
+        names = ", ".join(["background", *labels.names])
+        raise InputError(f"--class-weights {text}: {len(weights)} weights for {labels.num_classes} classes; give "
+                         f"one per class in this order: {names}")
+
+
+def class_weights_of(cases: list, num_classes: int) -> list[float]:
+    """--class-weights auto: from the voxel counts of the training cases' labels at the
+    training spacing (losses.frequency_class_weights); a resumed run recomputes the same."""
+    counts = sum(np.bincount(c.label.ravel(), minlength=num_classes)[:num_classes] for c in cases)
+    return frequency_class_weights([int(n) for n in counts])
 
 
 def set_postprocessing(mode: str, result: TrainingResult, inherited: dict[str, Any] | None = None

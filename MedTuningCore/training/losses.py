@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -27,19 +29,36 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return 1 - soft_dice_per_class(logits, target, smooth).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0) -> torch.Tensor:
-    return segmentation_loss_terms(logits, target, ce_weight)[0]
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    return segmentation_loss_terms(logits, target, ce_weight, class_weights)[0]
 
 
-def segmentation_loss_terms(logits: torch.Tensor, target: torch.Tensor,
-                            ce_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def segmentation_loss_terms(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0,
+                            class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(the loss, each foreground class's Dice loss 1 - Dice_c, detached): the second is what
-    the trainer logs per class, to see which classes the model is failing on."""
+    the trainer logs per class, to see which classes the model is failing on.
+
+    `class_weights` [K] weigh each voxel's cross-entropy by its true class; the mean is taken
+    over the weights (PyTorch's weighted mean), so only their ratios matter."""
     dice = soft_dice_per_class(logits, target)
     loss = 1 - dice.mean()
     if ce_weight:
-        loss = loss + ce_weight * F.cross_entropy(logits.float(), target)
+        weight = class_weights.to(logits.device, torch.float32) if class_weights is not None else None
+        loss = loss + ce_weight * F.cross_entropy(logits.float(), target, weight=weight)
     return loss, (1 - dice).detach()
+
+
+def frequency_class_weights(voxel_counts: Sequence[int]) -> list[float]:
+    """Cross-entropy weights from each class's voxel count in the training labels:
+    sqrt(largest count / count). The most frequent class (background) weighs 1 and a class
+    100 times rarer weighs 10: the square root tempers plain inverse frequency, whose
+    weights (hundreds for a thin rim) would flood every slice with the rare class. A class
+    with no voxels is never a target, so its weight never acts; it gets 1."""
+    largest = max(voxel_counts)
+    if largest <= 0:
+        raise ValueError("the training labels hold no voxels")
+    return [round((largest / count) ** 0.5, 4) if count > 0 else 1.0 for count in voxel_counts]
 
 
 def region_loss_terms(logits: torch.Tensor, target: torch.Tensor, classes: list[list[int]],

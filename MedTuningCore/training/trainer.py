@@ -59,6 +59,8 @@ class TrainingConfig:
     weight_decay: float = 1e-5
     warmup_epochs: int = 2
     ce_weight: float = 1.0  # 0 gives the paper's pure soft-Dice loss
+    # the cross-entropy weight of each class (background first), or None for equal weights
+    ce_class_weights: list[float] | None = None
     accumulate: int = 1
     grad_checkpointing: bool = False
     val_every: int = 1
@@ -220,6 +222,7 @@ class Trainer:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.amp = training_autocast(config.amp, self.device)
+        self.class_weights = self.checked_class_weights(config.ce_class_weights)
         if self.world > 1 and self.device.type == "cpu":
             self.amp = self.rank0_precision(self.amp)
         self.epoch = 0
@@ -232,6 +235,16 @@ class Trainer:
         self.seconds_trained = 0.0  # over all sessions of a resumed run, for the time budget
         self.budget_reported = False
         self.skipped_steps = 0  # non-finite steps skipped in this session
+
+    def checked_class_weights(self, weights: list[float] | None) -> torch.Tensor | None:
+        if weights is None:
+            return None
+        classes = self.model.config.num_classes
+        if getattr(self.model.config, "regions", None):
+            raise ValueError("class weights apply to the softmax cross-entropy of plain labels, not to regions")
+        if len(weights) != classes or min(weights) <= 0:
+            raise ValueError(f"need {classes} positive class weights (background first), got {weights}")
+        return torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     @staticmethod
     def rank0_precision(amp: torch.dtype | None) -> torch.dtype | None:
@@ -401,7 +414,7 @@ class Trainer:
                 logits = self.network(x)
             regions = getattr(self.model.config, "regions", None)
             loss, class_loss = (region_loss_terms(logits, y, regions, self.config.ce_weight) if regions
-                                else segmentation_loss_terms(logits, y, self.config.ce_weight))
+                                else segmentation_loss_terms(logits, y, self.config.ce_weight, self.class_weights))
             (loss / self.config.accumulate).backward()
             total += float(loss.detach()) / self.config.accumulate
             per_class = per_class + class_loss.cpu().numpy() / self.config.accumulate
