@@ -100,6 +100,8 @@ def gpu_plan() -> list[Experiment]:
         # the ablation varies the default (the paper's start) one thing at a time; the
         # no-fft and no-fusion variants start as the paper does (models/tuning.py)
         Experiment("ablation-alpha12", short, tuning="med_adapter_paper", alpha=12),
+        # ST-Adapter's bottleneck width (C/2), which beat the default on the CPU (run 20)
+        Experiment("ablation-alpha2", short, tuning="med_adapter_paper", alpha=2),
         Experiment("ablation-lr5e-4", short, tuning="med_adapter_paper", lr=5e-4),
         Experiment("decoder-unet", short, decoder="unet"),
         Experiment("regions-brats", short, regions="brats"),
@@ -173,7 +175,8 @@ def cpu_ablation_plan() -> list[Experiment]:
     default removed or changed. 45 minutes to 2 hours per candidate with two single-threaded
     jobs, by CPU; stop the runner between candidates and the finished folds are kept.
     `--skip NAME,...` leaves out candidates already on file."""
-    names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "ablation-alpha12", "ablation-lr5e-4")
+    names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "ablation-alpha12", "ablation-lr5e-4",
+             "ablation-alpha2")
     by_name = {e.name: e for e in gpu_plan()}
     return [by_name[n] for n in names]
 
