@@ -85,12 +85,14 @@ class STAdapter(Inserted):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None, depth: int
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens [B*D, Hs, Ws, C]; the inter-stage state (a Med-Adapter's) passes through."""
         n, hs, ws, _ = x.shape
         z = self.down(x)
         z = z.view(n // depth, depth, hs, ws, -1).permute(0, 4, 1, 2, 3)
         z = self.conv(z).permute(0, 2, 3, 4, 1).reshape(n, hs, ws, -1)
-        return x + self.up(z)
+        return x + self.up(z), state
 
 
 class LoRAUpdate(Inserted):

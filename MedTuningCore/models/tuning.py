@@ -14,7 +14,9 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
 - med_adapter: one Med-Adapter after every block -> 2.846M, 0.738M at alpha 6, its
   up-projection zero-initialised (identity at step 0); med_adapter_paper: the same modules
   with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
-  ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion.
+  ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion;
+  med_adapter_pre_block: med_adapter_paper placed before each block (where ST-Adapter sits)
+  instead of after it.
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
@@ -41,12 +43,14 @@ from .med_adapter import DEFAULT_REFERENCE_DEPTH, MedAdapter
 
 #: Med-Adapter variants by name: the keyword arguments each gives MedAdapter. Variants that
 #: differ only in initialisation share one architecture, so their sets load alike.
-MED_ADAPTER_VARIANTS: dict[str, dict[str, bool]] = {
+MED_ADAPTER_VARIANTS: dict[str, dict[str, bool | str]] = {
     "med_adapter": {"zero_init_up": True},
     "med_adapter_paper": {"zero_init_up": False},
     # the ablation's variants: the default (the paper's start) less one part
     "med_adapter_no_fft": {"zero_init_up": False, "fourier": False},
     "med_adapter_no_fusion": {"zero_init_up": False, "fusion": False},
+    # the place ST-Adapter uses: the frozen block then sees (and can undo) what the adapter adds
+    "med_adapter_pre_block": {"zero_init_up": False, "placement": "before"},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
 #: docs/results/recipe_cv.md, the Med-Adapter ablation).
@@ -58,8 +62,17 @@ TUNING_METHODS = (
 VPT_TOKENS = 10
 
 
+#: Where a Med-Adapter sits relative to its block: "after" is the paper's place (Fig. 2).
+MED_ADAPTER_PLACEMENTS = ("after", "before")
+
+
 def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int, fourier: bool = True,
-                        fusion: bool = True, zero_init_up: bool = False) -> None:
+                        fusion: bool = True, zero_init_up: bool = False, placement: str = "after") -> None:
+    """One Med-Adapter per block, after it (the paper) or before it; the last adapter of
+    each stage carries the inter-stage fusion either way."""
+    if placement not in MED_ADAPTER_PLACEMENTS:
+        raise ModelConfigError(f"unknown Med-Adapter placement {placement!r}; choose one of: "
+                               f"{', '.join(MED_ADAPTER_PLACEMENTS)}")
     adapters = []
     stage_hidden: dict[int, int] = {}
     for info in backbone.block_info:
@@ -74,7 +87,10 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
             info.dim, alpha, reference_depth, inter_stage=fusion and info.ends_stage,
             prev_hidden=prev, downsample=hierarchical, fourier=fourier, zero_init_up=zero_init_up,
         ))
-    backbone.post_block = nn.ModuleList(adapters)
+    if placement == "after":
+        backbone.post_block = nn.ModuleList(adapters)
+    else:
+        backbone.pre_block = nn.ModuleList(adapters)
 
 
 def insert_prompts(backbone: SliceBackbone, deep: bool) -> None:

@@ -67,6 +67,21 @@ def test_the_set_reproduces_the_model(library, saved):
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_pre_block_set_reproduces_its_model(library, tmp_path):
+    """Adapters before the blocks (med_adapter_pre_block) travel in the set as well: the
+    loaded model rebuilds them on the same side of each block, with their BatchNorm statistics."""
+    from MedTuningCore.sets.loader import SetLoader
+
+    model = tuned_model(library, tuning="med_adapter_pre_block")
+    loaded_set = load_adapter_set(save_model_as_set(library, model, tmp_path / "pre.safetensors"))
+    assert any(".pre_block." in k and k.endswith("running_var") for k in loaded_set.tensors)
+    assert not any(".post_block." in k for k in loaded_set.tensors)
+    loaded = SetLoader(library).model_for(loaded_set)
+    x = torch.randn(1, 1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
 def flip_byte(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
 

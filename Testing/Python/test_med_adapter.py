@@ -130,3 +130,53 @@ def test_adapter_without_fft_still_mixes_slices():
         a, _ = adapter(x, None, 5)
         b, _ = adapter(y, None, 5)
     assert not torch.allclose(a[3], b[3])  # the depth-wise convolutions reach the neighbour
+
+
+def test_pre_block_variant_runs_each_adapter_before_its_block():
+    """med_adapter_pre_block is med_adapter_paper on the other side of each block: the same
+    modules and shapes (only the container's name differs), adapter i runs just before
+    block i, and the inter-stage state still reaches the next stage's fusing adapter."""
+    from MedTuningCore.models import build_model
+
+    def model(tuning):
+        torch.manual_seed(0)
+        return build_model(backbone="vit_tiny_patch16_224", decoder="unet", tuning=tuning, in_channels=1,
+                           num_classes=2, img_size=32, reference_depth=8)
+
+    after, before = model("med_adapter_paper"), model("med_adapter_pre_block")
+    assert before.backbone.post_block is None and len(before.backbone.pre_block) == len(before.backbone.blocks)
+    shapes = {k.replace(".post_block.", ".pre_block."): v.shape for k, v in after.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in before.state_dict().items()}
+    assert all(a.up.weight.any() for a in before.backbone.pre_block)  # the paper's start
+
+    calls: list[str] = []
+    for i, (block, adapter) in enumerate(zip(before.backbone.blocks, before.backbone.pre_block)):
+        block.register_forward_pre_hook(lambda *_, i=i: calls.append(f"block{i}"))
+        adapter.register_forward_pre_hook(lambda *_, i=i: calls.append(f"adapter{i}"))
+    fused_inputs = []
+    for adapter in before.backbone.pre_block:
+        if adapter.inter_stage:
+            adapter.fuse.register_forward_pre_hook(lambda _, args: fused_inputs.append(args[0]))
+    before.eval()
+    with torch.no_grad():
+        out = before(torch.randn(1, 1, 4, 32, 32))
+    n = len(before.backbone.blocks)
+    assert calls == [name for i in range(n) for name in (f"adapter{i}", f"block{i}")]
+    assert len(fused_inputs) == 4 and out.shape == (1, 2, 4, 32, 32)
+    # the same weights placed after the blocks compute something else
+    after.load_state_dict({k.replace(".pre_block.", ".post_block."): v for k, v in before.state_dict().items()})
+    after.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        x = torch.randn(1, 1, 4, 32, 32)
+        assert not torch.allclose(after(x), before(x))
+
+
+def test_unknown_placement_is_refused():
+    from MedTuningCore.errors import ModelConfigError
+    from MedTuningCore.models.backbones import create_backbone
+    from MedTuningCore.models.tuning import insert_med_adapters
+
+    backbone = create_backbone("vit_tiny_patch16_224", in_channels=1, img_size=32)
+    with pytest.raises(ModelConfigError, match="placement"):
+        insert_med_adapters(backbone, 6, 8, placement="inside")

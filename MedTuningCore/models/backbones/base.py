@@ -36,8 +36,9 @@ class SliceBackbone(nn.Module):
 
     Subclasses wrap one timm model family and fill `blocks` (flat, in order) and
     `block_info`. Tuning methods attach modules to `pre_block` (run on the block input,
-    e.g. ST-Adapter), `post_block` (run on the block output with the inter-stage state,
-    e.g. Med-Adapter) and `prompts` (VPT tokens).
+    e.g. ST-Adapter), `post_block` (run on the block output, e.g. Med-Adapter) and `prompts`
+    (VPT tokens). Both kinds of block module take (tokens, inter-stage state, depth) and
+    return (tokens, state), so a Med-Adapter can sit on either side of its block.
     """
 
     #: channels and strides of `stage_outputs`
@@ -97,7 +98,7 @@ class SliceBackbone(nn.Module):
 
     def _block_step(self, index, x, state, depth, prompt):
         if self.pre_block is not None:
-            x = self.pre_block[index](x, depth)
+            x, state = self.pre_block[index](x, state, depth)
         x, prompt = self._apply_block(index, x, prompt)
         if self.post_block is not None:
             x, state = self.post_block[index](x, state, depth)
