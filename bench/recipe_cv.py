@@ -104,6 +104,8 @@ def gpu_plan() -> list[Experiment]:
         Experiment("ablation-alpha2", short, tuning="med_adapter_paper", alpha=2),
         # ST-Adapter's place: the default's adapters before each block instead of after it
         Experiment("ablation-pre-block", short, tuning="med_adapter_pre_block"),
+        # ST-Adapter's single scale: the default without its kernel-5 branch
+        Experiment("ablation-no-conv5", short, tuning="med_adapter_no_conv5"),
         Experiment("ablation-lr5e-4", short, tuning="med_adapter_paper", lr=5e-4),
         Experiment("decoder-unet", short, decoder="unet"),
         Experiment("regions-brats", short, regions="brats"),
@@ -178,7 +180,7 @@ def cpu_ablation_plan() -> list[Experiment]:
     jobs, by CPU; stop the runner between candidates and the finished folds are kept.
     `--skip NAME,...` leaves out candidates already on file."""
     names = ("ablation-paper-init", "ablation-no-fft", "ablation-no-fusion", "ablation-alpha12", "ablation-lr5e-4",
-             "ablation-alpha2", "ablation-pre-block")
+             "ablation-alpha2", "ablation-pre-block", "ablation-no-conv5")
     by_name = {e.name: e for e in gpu_plan()}
     return [by_name[n] for n in names]
 

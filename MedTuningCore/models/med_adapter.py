@@ -116,6 +116,8 @@ class MedAdapter(Inserted):
         prev_hidden: bottleneck width of the previous stage's inter-stage adapter.
         downsample: whether the previous stage ran at twice this stage's in-plane size.
         fourier: keep the 3D FFT global branch (off only for the ablation).
+        multi_scale: keep the kernel-5 branch beside the kernel-3 one (off only for the
+            ablation: one scale, as ST-Adapter's single kernel; the paper's Table 3).
         zero_init_up: start the up-projection at zero, so the adapter is the identity at
             step 0 and the frozen features reach the decoder untouched (as LoRA and
             AdaptFormer start); False keeps PyTorch's default initialisation, as the
@@ -132,13 +134,14 @@ class MedAdapter(Inserted):
         downsample: bool = False,
         fourier: bool = True,
         zero_init_up: bool = False,
+        multi_scale: bool = True,
     ) -> None:
         super().__init__()
         hidden = dim // alpha
         self.hidden = hidden
         self.down = nn.Linear(dim, hidden)
         self.branch3 = DepthwiseSlabConv(hidden, 3)
-        self.branch5 = DepthwiseSlabConv(hidden, 5)
+        self.branch5 = DepthwiseSlabConv(hidden, 5) if multi_scale else None
         self.fourier = FourierFilter3d(reference_depth) if fourier else None
         self.mix = nn.Conv3d(hidden, hidden, 1)
         self.inter_stage = inter_stage
@@ -159,7 +162,9 @@ class MedAdapter(Inserted):
         b = n // depth
         squeezed = F.gelu(self.down(x))  # X' as tokens
         slab = squeezed.view(b, depth, hs, ws, self.hidden).permute(0, 4, 1, 2, 3)
-        local = self.branch3(slab) + self.branch5(slab)
+        local = self.branch3(slab)
+        if self.branch5 is not None:
+            local = local + self.branch5(slab)
         h = self.mix(local + self.fourier(slab) if self.fourier is not None else local)
         if self.inter_stage:
             h = self.fuse(torch.cat([h, self.align(prev_stage, h)], dim=1))

@@ -16,7 +16,7 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
   with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
   ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion;
   med_adapter_pre_block: med_adapter_paper placed before each block (where ST-Adapter sits)
-  instead of after it.
+  instead of after it; med_adapter_no_conv5: med_adapter_paper with its kernel-3 branch only.
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
@@ -51,6 +51,8 @@ MED_ADAPTER_VARIANTS: dict[str, dict[str, bool | str]] = {
     "med_adapter_no_fusion": {"zero_init_up": False, "fusion": False},
     # the place ST-Adapter uses: the frozen block then sees (and can undo) what the adapter adds
     "med_adapter_pre_block": {"zero_init_up": False, "placement": "before"},
+    # one scale of depth-wise convolution, as ST-Adapter's single kernel
+    "med_adapter_no_conv5": {"zero_init_up": False, "multi_scale": False},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
 #: docs/results/recipe_cv.md, the Med-Adapter ablation).
@@ -67,7 +69,8 @@ MED_ADAPTER_PLACEMENTS = ("after", "before")
 
 
 def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int, fourier: bool = True,
-                        fusion: bool = True, zero_init_up: bool = False, placement: str = "after") -> None:
+                        fusion: bool = True, zero_init_up: bool = False, placement: str = "after",
+                        multi_scale: bool = True) -> None:
     """One Med-Adapter per block, after it (the paper) or before it; the last adapter of
     each stage carries the inter-stage fusion either way."""
     if placement not in MED_ADAPTER_PLACEMENTS:
@@ -86,6 +89,7 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
         adapters.append(MedAdapter(
             info.dim, alpha, reference_depth, inter_stage=fusion and info.ends_stage,
             prev_hidden=prev, downsample=hierarchical, fourier=fourier, zero_init_up=zero_init_up,
+            multi_scale=multi_scale,
         ))
     if placement == "after":
         backbone.post_block = nn.ModuleList(adapters)

@@ -115,7 +115,10 @@ def test_variants_differ_only_where_their_names_say():
     assert all(a.fourier is not None for a in paper_adapters)
     _, no_fusion = adapters("med_adapter_no_fusion")
     assert not any(a.inter_stage for a in no_fusion)
-    assert all(a.up.weight.any() for a in no_fft + no_fusion)
+    _, one_scale = adapters("med_adapter_no_conv5")
+    assert all(a.branch5 is None and a.branch3 is not None and a.fourier is not None for a in one_scale)
+    assert all(a.branch5 is not None for a in paper_adapters)
+    assert all(a.up.weight.any() for a in no_fft + no_fusion + one_scale)
     assert sum(a.inter_stage for a in default_adapters) == 4  # the 4 stage ends of a 12-block ViT
 
 
@@ -180,3 +183,22 @@ def test_unknown_placement_is_refused():
     backbone = create_backbone("vit_tiny_patch16_224", in_channels=1, img_size=32)
     with pytest.raises(ModelConfigError, match="placement"):
         insert_med_adapters(backbone, 6, 8, placement="inside")
+
+
+def test_one_scale_adapter_uses_only_the_kernel_3_branch():
+    """Without the kernel-5 branch a change 2 slices away no longer reaches a slice through
+    the local branches (kernel 3 reaches 1 slice each way); with it, it does."""
+    torch.manual_seed(0)
+    for multi_scale, reaches in ((True, True), (False, False)):
+        adapter = MedAdapter(24, alpha=4, reference_depth=8, fourier=False, inter_stage=False,
+                             multi_scale=multi_scale)
+        torch.nn.init.normal_(adapter.up.weight)
+        x = torch.randn(6, 2, 2, 24)
+        y = x.clone()
+        y[4] += 1.0
+        adapter.eval()
+        with torch.no_grad():
+            a, _ = adapter(x, None, 6)
+            b, _ = adapter(y, None, 6)
+        assert (not torch.allclose(a[2], b[2])) == reaches
+        assert not torch.allclose(a[3], b[3])
