@@ -57,7 +57,9 @@ def relative_changes(model, slab) -> tuple[list[float], object]:
             changes[index] = ((after - before).norm() / before.norm()).item()
         return hook
 
-    handles = [m.register_forward_hook(recorder(i)) for i, m in enumerate(model.backbone.post_block)]
+    from MedTuningCore.models.tuning import med_adapters
+
+    handles = [m.register_forward_hook(recorder(i)) for i, m in enumerate(med_adapters(model.backbone))]
     with torch.no_grad():
         logits = model(slab)
     for handle in handles:
@@ -67,8 +69,10 @@ def relative_changes(model, slab) -> tuple[list[float], object]:
 
 def paper_start(model):
     """A copy whose adapters start as the official code's do (PyTorch's default inits)."""
+    from MedTuningCore.models.tuning import med_adapters
+
     fresh = copy.deepcopy(model)
-    for adapter in fresh.backbone.post_block:
+    for adapter in med_adapters(fresh.backbone):
         for module in adapter.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
@@ -79,6 +83,7 @@ def main() -> None:
     import torch
 
     from MedTuningCore.inference.segment import load_segmenters
+    from MedTuningCore.models.tuning import med_adapters
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", default="brats-glioma")
@@ -88,7 +93,7 @@ def main() -> None:
     torch.manual_seed(0)
     segmenter = load_segmenters([args.set])[0]
     model = segmenter.model.eval().float()
-    if model.backbone.post_block is None:
+    if not med_adapters(model.backbone):
         raise SystemExit(f"{args.set}: no Med-Adapters in this set (tuning {model.config.tuning})")
     preprocessing = segmenter.description.preprocessing
     size = model.config.img_size
@@ -102,11 +107,12 @@ def main() -> None:
         slab = tumour_slab(case, preprocessing, args.depth, size)
         trained, logits = relative_changes(model, slab)
         start, _ = relative_changes(fresh, slab)
-        kept = model.backbone.post_block
-        model.backbone.post_block = None
+        side = "post_block" if model.backbone.post_block is not None else "pre_block"
+        kept = getattr(model.backbone, side)
+        setattr(model.backbone, side, None)
         with torch.no_grad():
             bare = model(slab)
-        model.backbone.post_block = kept
+        setattr(model.backbone, side, kept)
         with_adapters, without = logits.argmax(1), bare.argmax(1)
         changed = with_adapters != without
         tumour = (with_adapters > 0) | (without > 0)  # either predicts tumour there

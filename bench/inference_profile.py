@@ -88,7 +88,9 @@ class StageTimer:
 def fft_flops(model, depth: int, tile, windows: int) -> float:
     """5 N log2 N per complex 3D transform, forward and inverse, per adapter channel, for
     every window (slab depth x tile)."""
-    adapters = list(model.backbone.post_block or [])
+    from MedTuningCore.models.tuning import med_adapters
+
+    adapters = med_adapters(model.backbone)
     if not adapters or getattr(adapters[0], "fourier", None) is None:
         return 0.0
     stride = model.backbone.patch_size
@@ -108,7 +110,7 @@ def count_flops(segmenter, volume) -> dict[str, float]:
         segmenter.predictor.predict_logits(volume)
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     total = counts.get("Global", 0)
-    adapters = sum(v for k, v in counts.items() if re.search(r"\.backbone\.post_block\.\d+$", k))
+    adapters = sum(v for k, v in counts.items() if re.search(r"\.backbone\.(pre|post)_block\.\d+$", k))
     backbone = sum(v for k, v in counts.items() if k.endswith(".backbone")) - adapters
     decoder = sum(v for k, v in counts.items() if k.endswith(".decoder"))
     return {"total": total, "backbone": backbone, "adapters": adapters, "decoder": decoder,
@@ -170,6 +172,7 @@ def main() -> None:
     volume, _ = preprocess(case.channels, segmenter.description.preprocessing)
     tile = predictor.tile_for(*volume.shape[2:])
     from MedTuningCore.inference.sliding_window import plan_windows
+    from MedTuningCore.models.tuning import med_adapters
 
     depth = min(volume.shape[1], 2 * model.config.reference_depth)
     plan = plan_windows((volume.shape[1], max(volume.shape[2], tile[0]), max(volume.shape[3], tile[1])),
@@ -179,7 +182,7 @@ def main() -> None:
 
     timer = StageTimer(device)
     if not args.compile:  # hooks would break the compiled graph into pieces
-        for adapter in model.backbone.post_block or []:
+        for adapter in med_adapters(model.backbone):
             timer.watch(adapter, "adapters")
         timer.watch(model.backbone, "backbone+adapters")
         timer.watch(model.decoder, "decoder")

@@ -104,7 +104,7 @@ def gpu_plan() -> list[Experiment]:
         Experiment("ablation-alpha2", short, tuning="med_adapter_paper", alpha=2),
         # ST-Adapter's place: the default's adapters before each block instead of after it
         Experiment("ablation-pre-block", short, tuning="med_adapter_pre_block"),
-        # ST-Adapter's single scale: the default without its kernel-5 branch
+        # one scale of depth-wise convolution, as ST-Adapter: the default without its kernel-5 branch
         Experiment("ablation-no-conv5", short, tuning="med_adapter_no_conv5"),
         Experiment("ablation-lr5e-4", short, tuning="med_adapter_paper", lr=5e-4),
         Experiment("decoder-unet", short, decoder="unet"),

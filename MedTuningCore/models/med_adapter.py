@@ -106,10 +106,10 @@ class InterStageAlign(nn.Module):
 
 
 class MedAdapter(Inserted):
-    """One Med-Adapter, applied to the tokens of one block output.
+    """One Med-Adapter, applied to the tokens of one block's output (the paper) or input.
 
     Args:
-        dim: token width C of the block it follows.
+        dim: token width C of the block it belongs to.
         alpha: bottleneck reduction ratio (h = C // alpha; paper default 6).
         reference_depth: slab depth D0 the FFT filter is learnt for.
         inter_stage: True for the last adapter of a stage (Inter-stage Feature Interaction).
@@ -117,7 +117,7 @@ class MedAdapter(Inserted):
         downsample: whether the previous stage ran at twice this stage's in-plane size.
         fourier: keep the 3D FFT global branch (off only for the ablation).
         multi_scale: keep the kernel-5 branch beside the kernel-3 one (off only for the
-            ablation: one scale, as ST-Adapter's single kernel; the paper's Table 3).
+            ablation: one scale of depth-wise convolution; the paper's Table 3).
         zero_init_up: start the up-projection at zero, so the adapter is the identity at
             step 0 and the frozen features reach the decoder untouched (as LoRA and
             AdaptFormer start); False keeps PyTorch's default initialisation, as the

@@ -16,13 +16,15 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
   with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
   ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion;
   med_adapter_pre_block: med_adapter_paper placed before each block (where ST-Adapter sits)
-  instead of after it; med_adapter_no_conv5: med_adapter_paper with its kernel-3 branch only.
+  instead of after it; med_adapter_no_conv5: med_adapter_paper without its kernel-5 branch.
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
 """
 
 from __future__ import annotations
+
+from typing import TypedDict
 
 from torch import nn
 
@@ -41,9 +43,20 @@ from .baselines import (
 from .inserted import inserted_parameter_ids
 from .med_adapter import DEFAULT_REFERENCE_DEPTH, MedAdapter
 
-#: Med-Adapter variants by name: the keyword arguments each gives MedAdapter. Variants that
-#: differ only in initialisation share one architecture, so their sets load alike.
-MED_ADAPTER_VARIANTS: dict[str, dict[str, bool | str]] = {
+
+class MedAdapterOptions(TypedDict, total=False):
+    """Keyword arguments of insert_med_adapters that a variant sets."""
+
+    zero_init_up: bool
+    fourier: bool
+    fusion: bool
+    multi_scale: bool
+    placement: str
+
+
+#: Med-Adapter variants by name: the keyword arguments each gives insert_med_adapters.
+#: Variants that differ only in initialisation share one architecture, so their sets load alike.
+MED_ADAPTER_VARIANTS: dict[str, MedAdapterOptions] = {
     "med_adapter": {"zero_init_up": True},
     "med_adapter_paper": {"zero_init_up": False},
     # the ablation's variants: the default (the paper's start) less one part
@@ -51,7 +64,7 @@ MED_ADAPTER_VARIANTS: dict[str, dict[str, bool | str]] = {
     "med_adapter_no_fusion": {"zero_init_up": False, "fusion": False},
     # the place ST-Adapter uses: the frozen block then sees (and can undo) what the adapter adds
     "med_adapter_pre_block": {"zero_init_up": False, "placement": "before"},
-    # one scale of depth-wise convolution, as ST-Adapter's single kernel
+    # one scale of depth-wise convolution (ST-Adapter has one); the rest of the default stays
     "med_adapter_no_conv5": {"zero_init_up": False, "multi_scale": False},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
@@ -95,6 +108,12 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
         backbone.post_block = nn.ModuleList(adapters)
     else:
         backbone.pre_block = nn.ModuleList(adapters)
+
+
+def med_adapters(backbone: SliceBackbone) -> list[MedAdapter]:
+    """The backbone's Med-Adapters in block order, on whichever side of the blocks they sit."""
+    inserted = list(backbone.post_block or []) + list(backbone.pre_block or [])
+    return [m for m in inserted if isinstance(m, MedAdapter)]
 
 
 def insert_prompts(backbone: SliceBackbone, deep: bool) -> None:

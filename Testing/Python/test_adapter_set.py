@@ -73,13 +73,17 @@ def test_a_pre_block_set_reproduces_its_model(library, tmp_path):
     from MedTuningCore.sets.loader import SetLoader
 
     model = tuned_model(library, tuning="med_adapter_pre_block")
+    model.train()(torch.randn(1, 1, 3, 32, 32))  # BatchNorm statistics away from their defaults
     loaded_set = load_adapter_set(save_model_as_set(library, model, tmp_path / "pre.safetensors"))
     assert any(".pre_block." in k and k.endswith("running_var") for k in loaded_set.tensors)
     assert not any(".post_block." in k for k in loaded_set.tensors)
     loaded = SetLoader(library).model_for(loaded_set)
+    expected, got = model.eval().state_dict(), loaded.eval().state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k].cpu(), v) for k, v in expected.items())
     x = torch.randn(1, 1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(loaded.eval()(x), model.eval()(x))
+        assert torch.equal(loaded(x), model(x))
 
 
 def flip_byte(data: bytes, index: int) -> bytes:

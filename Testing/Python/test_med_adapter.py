@@ -145,6 +145,7 @@ def test_pre_block_variant_runs_each_adapter_before_its_block():
     modules and shapes (only the container's name differs), adapter i runs just before
     block i, and the inter-stage state still reaches the next stage's fusing adapter."""
     from MedTuningCore.models import build_model
+    from MedTuningCore.models.tuning import med_adapters
 
     def model(tuning):
         torch.manual_seed(0)
@@ -156,21 +157,26 @@ def test_pre_block_variant_runs_each_adapter_before_its_block():
     shapes = {k.replace(".post_block.", ".pre_block."): v.shape for k, v in after.state_dict().items()}
     assert shapes == {k: v.shape for k, v in before.state_dict().items()}
     assert all(a.up.weight.any() for a in before.backbone.pre_block)  # the paper's start
+    assert med_adapters(before.backbone) == list(before.backbone.pre_block)
+    assert med_adapters(after.backbone) == list(after.backbone.post_block)
 
     calls: list[str] = []
     for i, (block, adapter) in enumerate(zip(before.backbone.blocks, before.backbone.pre_block)):
         block.register_forward_pre_hook(lambda *_, i=i: calls.append(f"block{i}"))
         adapter.register_forward_pre_hook(lambda *_, i=i: calls.append(f"adapter{i}"))
-    fused_inputs = []
+    handed_in, fused = [], []  # each fusing adapter's incoming state, and what it hands on
     for adapter in before.backbone.pre_block:
         if adapter.inter_stage:
-            adapter.fuse.register_forward_pre_hook(lambda _, args: fused_inputs.append(args[0]))
+            adapter.align.register_forward_pre_hook(lambda _, args: handed_in.append(args[0]))
+            adapter.fuse.register_forward_hook(lambda _m, _a, out: fused.append(out))
     before.eval()
     with torch.no_grad():
         out = before(torch.randn(1, 1, 4, 32, 32))
     n = len(before.backbone.blocks)
     assert calls == [name for i in range(n) for name in (f"adapter{i}", f"block{i}")]
-    assert len(fused_inputs) == 4 and out.shape == (1, 2, 4, 32, 32)
+    assert out.shape == (1, 2, 4, 32, 32) and len(fused) == len(handed_in) == 4
+    assert handed_in[0] is None  # only the first stage starts from nothing
+    assert all(torch.equal(state, previous) for state, previous in zip(handed_in[1:], fused[:-1]))
     # the same weights placed after the blocks compute something else
     after.load_state_dict({k.replace(".pre_block.", ".post_block."): v for k, v in before.state_dict().items()})
     after.eval()

@@ -36,7 +36,7 @@ class SliceBackbone(nn.Module):
 
     Subclasses wrap one timm model family and fill `blocks` (flat, in order) and
     `block_info`. Tuning methods attach modules to `pre_block` (run on the block input,
-    e.g. ST-Adapter), `post_block` (run on the block output, e.g. Med-Adapter) and `prompts`
+    e.g. ST-Adapter), `post_block` (run on the block output, e.g. the paper's Med-Adapter) and `prompts`
     (VPT tokens). Both kinds of block module take (tokens, inter-stage state, depth) and
     return (tokens, state), so a Med-Adapter can sit on either side of its block.
     """

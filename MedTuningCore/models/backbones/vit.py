@@ -86,7 +86,7 @@ class ViTBackbone(SliceBackbone):
             prompt = self.prompt_for_block(i, n, prompt)
             x, state, prompt = self.run_block(i, x, state, depth, prompt)
             if i == last:
-                x = self.vit.norm(x)  # the final norm follows the last adapter
+                x = self.vit.norm(x)  # the final norm follows the last block and its adapters
             if info.ends_stage:
                 taps.append(x.permute(0, 3, 1, 2))
         return BackboneFeatures(stage_outputs=taps, stage_inputs=taps)
