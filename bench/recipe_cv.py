@@ -310,8 +310,9 @@ class VolumeModel:
         return Wrapped()
 
 
-def predict_probabilities(model, exp: Experiment, volume: np.ndarray, device: str):
-    """Softmax probabilities [K, D, H, W] on the preprocessed grid."""
+def predict_probabilities(model, exp: Experiment, volume: np.ndarray, device: str, tta: bool = False):
+    """Softmax probabilities [K, D, H, W] on the preprocessed grid; `tta` averages over the 8
+    flips (Med-Tuning models only: bench/tta_effect.py)."""
     import torch
 
     if exp.model == "segresnet":
@@ -326,7 +327,7 @@ def predict_probabilities(model, exp: Experiment, volume: np.ndarray, device: st
     from MedTuningCore.data.regions import class_probabilities
     from MedTuningCore.inference.sliding_window import InferenceOptions, SlidingWindowPredictor
 
-    predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=device, overlap=0.5))
+    predictor = SlidingWindowPredictor.for_model(model, InferenceOptions(device=device, overlap=0.5, tta=tta))
     outputs = predictor.predict_logits(volume).float()
     return class_probabilities(outputs, model.config.regions is not None).to(device)
 
