@@ -35,7 +35,7 @@ BACKBONE = "vit_small_patch14_dinov2"
 
 RECIPES = {
     "brain-tissue": [
-        "--backbone", BACKBONE, "--decoder", "unet_stem", "--tuning", "med_adapter", "--max-minutes", "40",
+        "--backbone", BACKBONE, "--decoder", "unet_stem", "--tuning", "med_adapter_paper", "--max-minutes", "40",
         "--foreground-fraction", "0.67",
         "--labels", ",".join(f"{v}:{n}" for v, n in TISSUE_LABELS.items()), "--channels", "T1",
         "--spacing", "1.5,1.5,1.5", "--slice-size", "112", "--patch-depth", "32", "--batch-size", "2",
