@@ -13,7 +13,6 @@ import csv
 import errno
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,19 +22,6 @@ from ..errors import UnwritableError
 
 # what a full disk, a quota or a folder the user may not write to looks like
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
-
-
-def _umask() -> int:
-    # read once, at import: os.umask can only be read by setting it, which a thread creating a
-    # file at the same moment would see
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: the permissions open() gives a new file; some writers (safetensors) create theirs 0600,
-#: which would hide a set in a shared library or extension folder from every other user
-NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 @contextmanager
@@ -48,7 +34,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)  # the data reaches the disk before the name points at it
-        _set_permissions(tmp, target)
         os.replace(tmp, target)
     except OSError as error:
         if error.errno not in UNWRITABLE:
@@ -57,15 +42,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                               f"choose a folder you can write to") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _set_permissions(tmp: Path, target: Path) -> None:
-    """A replaced file keeps its permissions (as an editor keeps them); a new one gets the
-    user's defaults, whatever mode the writer created the temporary file with."""
-    if target.is_file():
-        shutil.copymode(target, tmp)
-    else:
-        os.chmod(tmp, NEW_FILE_MODE)
 
 
 def _fsync(path: Path) -> None:
@@ -100,5 +76,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, object]], fie
 
 def copy_file_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> None:
     """Copy `source` to `destination` so that `destination` is either the old file or a full copy."""
+    import shutil
+
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)

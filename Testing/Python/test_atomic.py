@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 
 import pytest
-import torch
 
-from MedTuningCore.io.atomic import (
-    NEW_FILE_MODE,
-    atomic_path,
-    copy_file_atomic,
-    write_bytes_atomic,
-    write_csv,
-    write_json,
-)
-from MedTuningCore.io.tensor_files import write_tensor_file
+from MedTuningCore.io.atomic import atomic_path, copy_file_atomic, write_bytes_atomic, write_csv, write_json
 
 
 def test_a_successful_write_replaces_the_file_and_leaves_nothing_else(tmp_path):
@@ -75,34 +64,3 @@ def test_csv_and_copy_helpers(tmp_path):
     copy_file_atomic(tmp_path / "t.tsv", tmp_path / "copy.tsv")
     assert (tmp_path / "copy.tsv").read_bytes() == (tmp_path / "t.tsv").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.tsv", "t.tsv"]
-
-
-# POSIX permission bits: Windows keeps only a read-only flag, which these modes leave unset
-posix_modes = pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
-
-
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@posix_modes
-def test_a_new_file_gets_the_users_default_permissions_whatever_the_writer_made(tmp_path):
-    # safetensors creates its files 0600: a set installed for a lab would be unreadable to the others
-    target = tmp_path / "set.safetensors"
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(b"tensors")
-        os.chmod(tmp, 0o600)
-    assert stat.S_IMODE(target.stat().st_mode) == NEW_FILE_MODE == 0o666 & ~umask()
-    write_tensor_file(tmp_path / "real.safetensors", {"w": torch.zeros(2)}, {})
-    assert stat.S_IMODE((tmp_path / "real.safetensors").stat().st_mode) == NEW_FILE_MODE
-
-
-@posix_modes
-def test_a_replaced_file_keeps_its_permissions(tmp_path):
-    target = tmp_path / "report.json"
-    target.write_text("old")
-    os.chmod(target, 0o640)
-    write_json(target, {"a": 1})
-    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and json.loads(target.read_text()) == {"a": 1}
