@@ -83,6 +83,8 @@ class Experiment:
 
 #: The comparison's step budget per fold: every method and ablation row trains this long.
 SHORT_STEPS = 250
+#: steps per epoch of every run: a checkpoint after each, the cosine schedule by epochs
+ITERATIONS_PER_EPOCH = 50
 
 
 def gpu_plan() -> list[Experiment]:
@@ -359,6 +361,22 @@ def scores(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float) -> di
     return {"dice": dict(zip(LABELS, map(float, per_class))), "regions": regions, "volumes": volumes}
 
 
+def held_out_scores(model, exp: Experiment, volume: np.ndarray, native, device: str,
+                    tta: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """The held-out case segmented on the training grid, restored to its native grid (`native`:
+    its prepared case at 1 mm) and scored: (label map, scores)."""
+    probabilities = predict_probabilities(model, exp, volume, device, tta=tta)
+    restored = restore_to_native(probabilities, exp.spacing, native.label.shape, native.spacing[0])
+    prediction = restored.argmax(0).cpu().numpy().astype(np.uint8)
+    if exp.regions:  # output classes -> the label values they are written as
+        from MedTuningCore.data.regions import output_classes, parse_regions
+
+        values, _ = output_classes(parse_regions(exp.regions, [1, 2, 3, 4]), [1, 2, 3, 4], LABELS)
+        prediction = np.array([0, *values], np.uint8)[prediction]
+    voxel_ml = float(np.prod(native.spacing)) / 1000
+    return prediction, scores(prediction, native.label, voxel_ml)
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one experiment on one fold (or on all cases) and score the held-out case."""
     import torch
@@ -379,7 +397,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     net = build_network(exp, Path(spec["weights"]))
     model = VolumeModel.wrap(net, exp.slice_size) if exp.model == "segresnet" else net
-    iterations = 50
+    iterations = ITERATIONS_PER_EPOCH
     weights = class_weights_of(train, len(LABELS) + 1) if exp.class_weights == "auto" else None
     config = TrainingConfig(epochs=max(1, exp.steps // iterations), iterations_per_epoch=min(iterations, exp.steps),
                             batch_size=exp.batch_size, patch=(exp.patch_depth, exp.slice_size, exp.slice_size),
@@ -417,20 +435,13 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if held_out is not None:
         native = load_prepared(work / "native" / f"{held_out}.npz")
-        probabilities = predict_probabilities(model, exp, cases[held_out].volume, spec["device"])
-        restored = restore_to_native(probabilities, exp.spacing, native.label.shape, native.spacing[0])
-        prediction = restored.argmax(0).cpu().numpy().astype(np.uint8)
-        if exp.regions:  # output classes -> the label values they are written as
-            from MedTuningCore.data.regions import output_classes, parse_regions
-
-            values, _ = output_classes(parse_regions(exp.regions, [1, 2, 3, 4]), [1, 2, 3, 4], LABELS)
-            prediction = np.array([0, *values], np.uint8)[prediction]
-        voxel_ml = float(np.prod(native.spacing)) / 1000
-        record.update(scores(prediction, native.label, voxel_ml))
+        prediction, scored = held_out_scores(model, exp, cases[held_out].volume, native, spec["device"])
+        record.update(scored)
         # the same prediction with only its largest lesion kept: nnU-Net's post-processing
         # choice needs both on every fold (the shipped set's is made that way)
         from MedTuningCore.inference.postprocessing import largest_foreground
 
+        voxel_ml = float(np.prod(native.spacing)) / 1000
         record["largest_component"] = scores(largest_foreground(prediction), native.label, voxel_ml)
     if exp.keep and exp.model != "segresnet":
         save_file({k: v.contiguous() for k, v in tuned_state(model).items()}, str(out / f"{tag}.safetensors"))
@@ -710,7 +721,8 @@ def package(tensors: Path, results: Path, tag: str, output: Path, name: str, des
         postprocessing=postprocessing or {},
         provenance={"training_data": training_data, "cases": 4 - (row["fold"] is not None),
                     "training_cases": [c for c in CASES if c != row["held_out"]], "validation_cases": [],
-                    "epochs": row["steps_done"] // 50, "best_epoch": None, "date": time.strftime("%Y-%m-%d"),
+                    "epochs": row["steps_done"] // ITERATIONS_PER_EPOCH, "best_epoch": None,
+                    "date": time.strftime("%Y-%m-%d"),
                     "label_values": [1, 2, 3, 4], "started_from": f"backbone {BACKBONE}",
                     "recipe": {**row["settings"], "command": command},
                     "training": training, "cancelled": row["stopped_early"],

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recipe_cv  # noqa: E402  (bench/ is on the path when this script runs)
 
-REGION_NAMES = ("WT", "TC", "ET")
+REGION_NAMES = tuple(recipe_cv.REGIONS)  # WT, TC, ET
 
 
 def region_mean(regions: dict[str, float]) -> float:
@@ -48,7 +48,7 @@ def rescore(out: Path, row: dict[str, Any], threads: int) -> dict[str, Any] | No
         return None
     spec = json.loads((out / "jobs" / f"{tag}.json").read_text())
     tensors, _, state = load_checkpoint(checkpoint)
-    if state["epoch"] * 50 != row["steps_done"]:  # 50 steps per epoch in recipe_cv
+    if state["epoch"] * recipe_cv.ITERATIONS_PER_EPOCH != row["steps_done"]:
         raise SystemExit(f"{checkpoint}: epoch {state['epoch']} is not the {row['steps_done']} steps scored")
     torch.set_num_threads(threads)
     model = recipe_cv.build_network(exp, Path(spec["weights"]))
@@ -56,16 +56,12 @@ def rescore(out: Path, row: dict[str, Any], threads: int) -> dict[str, Any] | No
     work = Path(spec["work"])
     case = recipe_cv.load_cases(work, exp.spacing)[row["held_out"]]
     native = load_prepared(work / "native" / f"{row['held_out']}.npz")
-    voxel_ml = float(np.prod(native.spacing)) / 1000
     result: dict[str, Any] = {"experiment": exp.name, "fold": row["fold"], "held_out": row["held_out"],
                               "recorded": row["regions"]}
     for name, tta in (("plain", False), ("tta", True)):
         start = time.perf_counter()
-        probabilities = recipe_cv.predict_probabilities(model, exp, case.volume, "cpu", tta=tta)
-        restored = recipe_cv.restore_to_native(probabilities, exp.spacing, native.label.shape, native.spacing[0])
-        prediction = restored.argmax(0).numpy().astype(np.uint8)
-        result[name] = {**recipe_cv.scores(prediction, native.label, voxel_ml),
-                        "seconds": time.perf_counter() - start}
+        _, scored = recipe_cv.held_out_scores(model, exp, case.volume, native, "cpu", tta=tta)
+        result[name] = {**scored, "seconds": time.perf_counter() - start}
     return result
 
 
