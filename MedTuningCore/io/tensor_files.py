@@ -166,8 +166,14 @@ def _update(digest, name: str, dtype: str, shape: list[int], data) -> None:
 def write_tensor_file(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
-    """Write a safetensors file atomically (see `atomic.atomic_path`)."""
-    from safetensors.torch import save_file
+    """Write a safetensors file atomically (see `atomic.atomic_path`).
 
+    Serialised in memory (reading a file takes one copy too) and written by Python, because
+    `safetensors.torch.save_file` creates files readable by their owner only (0600 on POSIX),
+    which hides a set installed in a shared library from everyone else; a file Python
+    creates gets the user's usual permissions (umask), as every other file MedTuning writes."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))
+        tmp.write_bytes(data)

@@ -3,6 +3,10 @@ MedTuning's own errors, naming the file and what to do."""
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
+
 import pytest
 import torch
 from safetensors.torch import save
@@ -44,3 +48,16 @@ def test_a_dtype_medtuning_never_writes_is_refused(tmp_path, blob):
     path.write_bytes(blob.replace(b'"F32"', b'"U32"'))  # valid safetensors, but not ours
     with pytest.raises(TensorFileError, match="dtype U32"):
         read_tensor_file(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "umask") or sys.platform == "win32", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_users_usual_permissions(tmp_path, umask, mode):
+    """A set in a shared library must be readable by the others the user's umask lets read it
+    (safetensors' own save_file makes every file 0600)."""
+    previous = os.umask(umask)
+    try:
+        write_tensor_file(tmp_path / "t.safetensors", {"w": torch.ones(2)}, {})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "t.safetensors").stat().st_mode) == mode
