@@ -140,11 +140,18 @@ def main() -> int:
         print(f"wrote {output}")
         return 0
     SHIPPED.mkdir(parents=True, exist_ok=True)
-    copy_file_atomic(output, SHIPPED / output.name)  # never picked up half-copied
+    shipped = SHIPPED / output.name
+    previous = work / f"previous-{output.name}"  # the release this one replaces, for the record
+    if shipped.is_file():
+        copy_file_atomic(shipped, previous)
+    copy_file_atomic(output, shipped)  # never picked up half-copied
     print(f"copied {output} to {SHIPPED}")
     from set_terminology import apply_terminology  # finetune knows label names only: add their codes
+    from shipped_releases import release_new_version
 
-    apply_terminology(args.recipe, SHIPPED / output.name)
+    apply_terminology(args.recipe, shipped)
+    if previous.is_file():  # libraries holding the earlier release get this one on its next use
+        print(f"{shipped}: version {release_new_version(args.recipe, previous)}")
     return 0
 
 

@@ -23,7 +23,10 @@ def cmd_sets_list(args) -> int:
     rows = []
     for name in library.names():
         try:
-            rows.append(library.summary(name))
+            row = library.summary(name)
+            if update := library.shipped_update(name):
+                row["update"] = update
+            rows.append(row)
         except AdapterSetError as error:
             rows.append({"name": name, "error": str(error)})
     shipped = shipped_rows(library)
@@ -44,6 +47,9 @@ def cmd_sets_list(args) -> int:
         metrics = ", ".join(f"{k} {v}" for k, v in r["metrics"].items() if not isinstance(v, dict | list))
         print(f"{r['name']} {r['version']}  {r['task']} {'+'.join(r['channels'])} -> {', '.join(r['labels'])}  "
               f"[{r['backbone']}, {r['tuning']}, {r['size_mb']} MB, {r['license']}]  {metrics}")
+        if "update" in r:
+            print(f"  an earlier release of the set that comes with MedTuning: updated to {r['update']} on its "
+                  f"next use")
     return 0
 
 

@@ -147,8 +147,18 @@ def save_adapter_set(path: str | os.PathLike, manifest: Manifest, tensors: Mappi
     that would not load is never written)."""
     document = replace(manifest, tensors_sha256=tensor_digest(tensors)).to_json()
     Manifest.from_json(document, path)
-    text = json.dumps(document, sort_keys=True)
+    text = manifest_text(document)
     write_tensor_file(path, tensors, {MANIFEST_KEY: text, MANIFEST_HASH_KEY: hashlib.sha256(text.encode()).hexdigest()})
+
+
+def manifest_text(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True)
+
+
+def manifest_sha256(manifest: Manifest) -> str:
+    """The SHA-256 a set file records for its manifest, which names the tensors' own hash: one
+    release of a set, whatever file it was copied to (the shipped sets' release record uses it)."""
+    return hashlib.sha256(manifest_text(manifest.to_json()).encode()).hexdigest()
 
 
 def load_adapter_set(path: str | os.PathLike) -> AdapterSet:

@@ -6,7 +6,8 @@ Windows); `--library DIR` overrides both. Every write holds an exclusive lock on
 `.lock` (filelock) and ends with an atomic rename, so two processes never corrupt the library and a
 failed install leaves it as it was.
 
-Shipped sets (shipped.py) are installed on first use. Removing one records that the user
+Shipped sets (shipped.py) are installed on first use, and an installed earlier release of one,
+unchanged, is replaced by the current release on its next use. Removing one records that the user
 declined it, in `declined-shipped-sets.json` in the library root, so that it is not installed
 again behind their back; `restore_shipped(name)` (`medtuning sets restore NAME`) or installing
 its file again clears the record.
@@ -25,9 +26,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..io.atomic import atomic_path, copy_file_atomic, write_json
-from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set, read_manifest, set_summary
+from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set, manifest_sha256, read_manifest, set_summary
 from .backbones import BackboneStore
-from .shipped import shipped_set_file, shipped_set_files, shipped_sets_dir
+from .shipped import earlier_releases, shipped_set_file, shipped_set_files, shipped_sets_dir
 
 ENV_VAR = "MEDTUNING_HOME"
 DECLINED_FILE = "declined-shipped-sets.json"
@@ -75,7 +76,7 @@ class Library:
     def get(self, name_or_file: str | os.PathLike) -> AdapterSet:
         """An installed set by name, or a set file by path; verified on every load. A shipped set
         is installed on first use, unless the user removed it (then this refuses and says how to
-        restore it)."""
+        restore it); an installed earlier release of it, unchanged, is updated to the current one."""
         p = Path(name_or_file)
         if p.suffix == ".safetensors" or p.is_file():
             return load_adapter_set(p)
@@ -86,6 +87,8 @@ class Library:
             if name in self.declined_shipped():
                 raise AdapterSetError(self.declined_message(name))
             return self._install_on_first_use(shipped, path)
+        if shipped is not None and self.shipped_update(name):
+            return self._update_shipped(name, shipped)
         if not path.is_file():
             installed = ", ".join(self.names()) or "none"
             raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "
@@ -109,6 +112,43 @@ class Library:
                   f"using it from {shipped.parent}", file=sys.stderr)
             return load_adapter_set(shipped)
         return load_adapter_set(path)
+
+    def shipped_update(self, name: str) -> str | None:
+        """The version of the shipped set that will replace the installed copy of `name` on its
+        next use, when that copy is an earlier release exactly as shipped; None otherwise (not
+        installed, current, damaged, or the user's own set under that name)."""
+        shipped, path = shipped_set_file(name), self.set_path(name)
+        if shipped is None or not path.is_file():
+            return None
+        try:
+            installed = manifest_sha256(read_manifest(path))
+        except AdapterSetError:
+            return None  # a damaged copy: get() says so
+        if installed not in earlier_releases(name):
+            return None
+        return read_manifest(shipped).version
+
+    def _update_shipped(self, name: str, shipped: Path) -> AdapterSet:
+        target = self.set_path(name)
+        old = read_manifest(target).version
+        load_adapter_set(shipped)  # verified before anything is written
+        try:
+            with exclusive_lock(self.lock_path):
+                # checked again under the lock: another process may have updated or replaced it
+                if not self.shipped_update(name):
+                    return load_adapter_set(target)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(shipped, tmp)
+                    load_adapter_set_copy(tmp)
+        except OSError as error:  # a read-only or full library: use the current release where it is
+            print(f"medtuning: could not update {name} {old} in {self.sets_dir} ({error}); "
+                  f"using {shipped} instead", file=sys.stderr)
+            return load_adapter_set(shipped)
+        updated = load_adapter_set(target)
+        print(f"medtuning: updated the shipped set {name} from {old} to {updated.manifest.version} in "
+              f"{self.sets_dir} (the earlier release was unchanged; sets you install are never replaced)",
+              file=sys.stderr)
+        return updated
 
     def install(self, file: str | os.PathLike, replace: bool = False) -> AdapterSet:
         """Verify a set file, then copy it in atomically under the lock. Installing a set under
