@@ -181,7 +181,7 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.adapterSetComboBox.clear()
             self.ui.startFromComboBox.clear()
             self.ui.startFromComboBox.addItem(f"backbone: {DEFAULT_BACKBONE}", f"backbone:{DEFAULT_BACKBONE}")
-            for row in rows:
+            for row in (r for r in rows if "error" not in r):  # a damaged set is in the table only
                 self.ui.adapterSetComboBox.addItem(f"{row['name']} ({', '.join(row.get('labels', []))})", row["name"])
                 self.ui.startFromComboBox.addItem(f"set: {row['name']}", f"set:{row['name']}")
             self.fillLibraryTable(rows)
@@ -198,7 +198,7 @@ class MedTuningSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, key in enumerate(headers):
-                value = row.get(key, "")
+                value = row.get("error" if key == "task" and "error" in row else key, "")
                 table.setItem(r, c, qt.QTableWidgetItem(", ".join(value) if isinstance(value, list) else str(value)))
 
     def restoreSetChoices(self) -> None:
@@ -405,9 +405,19 @@ class MedTuningSegmentLogic(ScriptedLoadableModuleLogic):
         return Library()
 
     def listSets(self) -> list[dict]:
+        """One row per set; a set that fails verification gets a row with its "error", so that
+        one damaged file does not hide the others."""
+        from MedTuningCore.sets.adapter_set import AdapterSetError
+
         library = self.library()
+        rows = []
         # shipped sets are installed the first time they are listed, unless the user removed them
-        return [library.get(name).summary() for name in library.available_names()]
+        for name in library.available_names():
+            try:
+                rows.append(library.get(name).summary())
+            except AdapterSetError as error:
+                rows.append({"name": name, "version": "damaged", "error": str(error)})
+        return rows
 
     def channelNames(self, setName: str) -> list[str]:
         if not setName:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edit_manifest import ROOT, edit_set  # noqa: E402
 
 from MedTuningCore.io.atomic import write_json  # noqa: E402
-from MedTuningCore.sets.adapter_set import manifest_sha256, read_manifest  # noqa: E402
+from MedTuningCore.sets.adapter_set import read_manifest, read_release_id  # noqa: E402
 from MedTuningCore.sets.shipped import RELEASES_FILE, read_release_record  # noqa: E402
 
 SHIPPED = ROOT / "Resources" / "AdapterSets"
@@ -35,10 +35,9 @@ def record_releases(name: str, files: list[Path], folder: Path = SHIPPED) -> lis
     releases = record.setdefault(name, {})
     added = []
     for file in files:
-        manifest = read_manifest(file)
+        manifest, digest = read_release_id(file)
         if manifest.name != name:
             raise SystemExit(f"{file}: a release of {manifest.name!r}, not of {name!r}")
-        digest = manifest_sha256(manifest)
         if digest not in releases:
             releases[digest] = {"version": manifest.version, "date": manifest.provenance["date"]}
             added.append(manifest.version)
@@ -56,6 +55,17 @@ def next_version(version: str, earlier: list[str]) -> str:
 
 def set_version(path: Path, version: str) -> None:
     edit_set(path, lambda manifest: manifest.__setitem__("version", version))
+
+
+def file_at_head(name: str, destination: Path) -> bool:
+    """Write the shipped file of `name` as committed in git HEAD to `destination`: the release
+    that users have. False when HEAD has no such file (a new shipped set)."""
+    relative = f"Resources/AdapterSets/{name}.safetensors"
+    shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=ROOT, capture_output=True)
+    if shown.returncode != 0:
+        return False
+    destination.write_bytes(shown.stdout)
+    return True
 
 
 def release_new_version(name: str, previous: Path, folder: Path = SHIPPED) -> str:
@@ -83,8 +93,9 @@ def main() -> int:
     relative = f"Resources/AdapterSets/{args.name}.safetensors"
     with tempfile.TemporaryDirectory() as tmp:
         previous = Path(tmp) / f"{args.name}.safetensors"
-        previous.write_bytes(subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=ROOT, check=True,
-                                            capture_output=True).stdout)
+        if not file_at_head(args.name, previous):
+            print(f"{relative}: not in git HEAD, so no earlier release to record; nothing done")
+            return 0
         released, on_disk = read_manifest(previous).version, read_manifest(ROOT / relative).version
         if on_disk != released:
             print(f"{relative}: version {on_disk} already differs from HEAD's {released}; nothing done")

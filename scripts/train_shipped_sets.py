@@ -139,18 +139,19 @@ def main() -> int:
     if args.recipe not in ("brain-tissue", "brats-glioma"):
         print(f"wrote {output}")
         return 0
+    from set_terminology import apply_terminology  # finetune knows label names only: add their codes
+    from shipped_releases import file_at_head, release_new_version
+
     SHIPPED.mkdir(parents=True, exist_ok=True)
     shipped = SHIPPED / output.name
-    previous = work / f"previous-{output.name}"  # the release this one replaces, for the record
-    if shipped.is_file():
-        copy_file_atomic(shipped, previous)
+    # the release this one replaces is the committed file, which users have (not the working
+    # tree's, which an earlier retrain that was never committed may have overwritten)
+    previous = work / f"previous-{output.name}"
+    released = file_at_head(args.recipe, previous)
     copy_file_atomic(output, shipped)  # never picked up half-copied
     print(f"copied {output} to {SHIPPED}")
-    from set_terminology import apply_terminology  # finetune knows label names only: add their codes
-    from shipped_releases import release_new_version
-
     apply_terminology(args.recipe, shipped)
-    if previous.is_file():  # libraries holding the earlier release get this one on its next use
+    if released:  # libraries holding the earlier release get this one on its next use
         print(f"{shipped}: version {release_new_version(args.recipe, previous)}")
     return 0
 

@@ -168,10 +168,12 @@ def write_tensor_file(
 ) -> None:
     """Write a safetensors file atomically (see `atomic.atomic_path`).
 
-    Serialised in memory (reading a file takes one copy too) and written by Python, because
-    `safetensors.torch.save_file` creates files readable by their owner only (0600 on POSIX),
-    which hides a set installed in a shared library from everyone else; a file Python
-    creates gets the user's usual permissions (umask), as every other file MedTuning writes."""
+    Serialised in memory and written by Python, because `safetensors.torch.save_file` creates
+    files readable by their owner only (0600 on POSIX), which hides a set installed in a shared
+    library from everyone else; a file Python creates gets the user's usual permissions (umask),
+    as every other file MedTuning writes. The price: the file's size in memory while writing,
+    beside the tensors (6 MB for a set; a backbone is imported by copying, not through here).
+    Files an earlier MedTuning wrote keep their 0600 until they are written again."""
     from safetensors.torch import save
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))

@@ -155,15 +155,19 @@ def manifest_text(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True)
 
 
-def manifest_sha256(manifest: Manifest) -> str:
-    """The SHA-256 a set file records for its manifest, which names the tensors' own hash: one
-    release of a set, whatever file it was copied to (the shipped sets' release record uses it)."""
-    return hashlib.sha256(manifest_text(manifest.to_json()).encode()).hexdigest()
+def read_release_id(path: str | os.PathLike) -> tuple[Manifest, str]:
+    """The verified manifest of a set and the SHA-256 its file records for it. The manifest
+    names the tensors' own hash, so this identifies one release of a set whatever file it was
+    copied to (the shipped sets' release record uses it). The stored hash, not one computed
+    again from the parsed manifest: a later MedTuning that writes manifests differently still
+    recognises the files an earlier one wrote."""
+    manifest, _raw, digest = _read_verified(Path(path))
+    return manifest, digest
 
 
 def load_adapter_set(path: str | os.PathLike) -> AdapterSet:
     """Read and verify a set; raises AdapterSetError naming the file and what is wrong."""
-    manifest, raw = _read_verified(Path(path))
+    manifest, raw, _digest = _read_verified(Path(path))
     return AdapterSet(manifest, to_torch(raw), Path(path))
 
 
@@ -173,7 +177,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     return _read_verified(Path(path))[0]
 
 
-def _read_verified(p: Path) -> tuple[Manifest, dict]:
+def _read_verified(p: Path) -> tuple[Manifest, dict, str]:
+    """The manifest, the raw tensors and the manifest's SHA-256, all checked."""
     if not p.is_file():
         raise AdapterSetError(f"{p}: no such adapter-set file")
     try:
@@ -183,7 +188,8 @@ def _read_verified(p: Path) -> tuple[Manifest, dict]:
     text = metadata.get(MANIFEST_KEY)
     if text is None:
         raise AdapterSetError(f"{p}: not a MedTuning adapter set (no manifest in its metadata)")
-    if hashlib.sha256(text.encode()).hexdigest() != metadata.get(MANIFEST_HASH_KEY):
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if digest != metadata.get(MANIFEST_HASH_KEY):
         raise AdapterSetError(f"{p}: the manifest was changed or damaged (its SHA-256 does not match)")
     try:
         document = json.loads(text)
@@ -192,4 +198,4 @@ def _read_verified(p: Path) -> tuple[Manifest, dict]:
     manifest = Manifest.from_json(document, p)
     if raw_digest(raw) != manifest.tensors_sha256:
         raise AdapterSetError(f"{p}: tensor data was changed or damaged (SHA-256 differs from the manifest)")
-    return manifest, raw
+    return manifest, raw, digest

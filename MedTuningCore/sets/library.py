@@ -7,10 +7,13 @@ Windows); `--library DIR` overrides both. Every write holds an exclusive lock on
 failed install leaves it as it was.
 
 Shipped sets (shipped.py) are installed on first use, and an installed earlier release of one,
-unchanged, is replaced by the current release on its next use. Removing one records that the user
-declined it, in `declined-shipped-sets.json` in the library root, so that it is not installed
-again behind their back; `restore_shipped(name)` (`medtuning sets restore NAME`) or installing
-its file again clears the record.
+unchanged, is replaced by the current release on its next use, unless the user installed that
+earlier release themselves (`sets install OLD --replace`): that is recorded in
+`kept-shipped-releases.json` in the library root, and the copy stays until they install another
+file under the name. Removing a shipped set records that the user declined it, in
+`declined-shipped-sets.json`, so that it is not installed again behind their back;
+`restore_shipped(name)` (`medtuning sets restore NAME`) or installing its file again clears the
+record.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..io.atomic import atomic_path, copy_file_atomic, write_json
-from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set, manifest_sha256, read_manifest, set_summary
+from .adapter_set import AdapterSet, AdapterSetError, load_adapter_set, read_manifest, read_release_id, set_summary
 from .backbones import BackboneStore
 from .shipped import earlier_releases, shipped_set_file, shipped_set_files, shipped_sets_dir
 
 ENV_VAR = "MEDTUNING_HOME"
 DECLINED_FILE = "declined-shipped-sets.json"
+KEPT_FILE = "kept-shipped-releases.json"
+_warned: set[str] = set()  # messages already printed by this process
 
 
 def default_library_dir() -> Path:
@@ -53,12 +58,53 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def warn_once(message: str) -> None:
+    """Print a warning the first time this process meets it: a library used read-only warns
+    once, not at every use of the set."""
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
+
+
+class NameRecord:
+    """Set names kept in a small JSON file in the library root, {key: [names]}. A missing or
+    unreadable file reads as empty (with a warning): a record must never make the library
+    unusable. Change it only while holding the library lock."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+
+    def names(self) -> set[str]:
+        if not self.path.is_file():  # also when the root is missing or not a directory
+            return set()
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError) as error:
+            print(f"medtuning: ignoring {self.path} ({error})", file=sys.stderr)
+            return set()
+        names = doc.get(self.key, []) if isinstance(doc, dict) else []
+        return {n for n in names if isinstance(n, str)}
+
+    def mark(self, name: str, present: bool) -> None:
+        """Add or drop a name; writes only on a change, and removes an emptied file."""
+        names = self.names()
+        updated = names | {name} if present else names - {name}
+        if updated == names:
+            return
+        if updated:
+            write_json(self.path, {self.key: sorted(updated)}, indent=2)
+        else:
+            self.path.unlink(missing_ok=True)
+
+
 class Library:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root else default_library_dir()
         self.sets_dir = self.root / "sets"
         self.backbones = BackboneStore(self.root / "backbones")
         self.lock_path = self.root / ".lock"
+        self.declined = NameRecord(self.root / DECLINED_FILE, "declined")  # shipped sets the user removed
+        self.kept = NameRecord(self.root / KEPT_FILE, "kept")  # earlier releases the user installed on purpose
 
     def set_path(self, name: str) -> Path:
         return self.sets_dir / f"{name}.safetensors"
@@ -115,63 +161,75 @@ class Library:
 
     def shipped_update(self, name: str) -> str | None:
         """The version of the shipped set that will replace the installed copy of `name` on its
-        next use, when that copy is an earlier release exactly as shipped; None otherwise (not
-        installed, current, damaged, or the user's own set under that name)."""
+        next use, when that copy is a recorded earlier release exactly as shipped and the shipped
+        file is intact and newer; None otherwise (not installed, current, damaged, the user's own
+        set under that name, or an earlier release the user installed on purpose)."""
         shipped, path = shipped_set_file(name), self.set_path(name)
-        if shipped is None or not path.is_file():
+        if shipped is None or not path.is_file() or name in self.kept.names():
             return None
         try:
-            installed = manifest_sha256(read_manifest(path))
+            installed, installed_id = read_release_id(path)
         except AdapterSetError:
             return None  # a damaged copy: get() says so
-        if installed not in earlier_releases(name):
+        if installed_id not in earlier_releases(name):
+            return None  # the common case, decided without reading the shipped file
+        try:
+            current, current_id = read_release_id(shipped)
+        except AdapterSetError as error:  # a damaged installation must not break a working set
+            warn_once(f"medtuning: not updating {name} {installed.version} in {self.sets_dir}: {error}")
             return None
-        return read_manifest(shipped).version
+        if current_id == installed_id or version_key(current.version) <= version_key(installed.version):
+            return None  # a record that lists the current release must not replace it again and again
+        return current.version
 
     def _update_shipped(self, name: str, shipped: Path) -> AdapterSet:
         target = self.set_path(name)
-        old = read_manifest(target).version
-        load_adapter_set(shipped)  # verified before anything is written
+        installed = name
         try:
+            old = read_manifest(target).version
+            installed = f"{name} {old}"
             with exclusive_lock(self.lock_path):
-                # checked again under the lock: another process may have updated or replaced it
-                if not self.shipped_update(name):
-                    return load_adapter_set(target)
-                with atomic_path(target) as tmp:
-                    shutil.copyfile(shipped, tmp)
-                    load_adapter_set_copy(tmp)
-        except OSError as error:  # a read-only or full library: use the current release where it is
-            print(f"medtuning: could not update {name} {old} in {self.sets_dir} ({error}); "
-                  f"using {shipped} instead", file=sys.stderr)
+                # checked again under the lock: another process may have updated, replaced or removed it
+                version = self.shipped_update(name)
+                if version is not None:
+                    with atomic_path(target) as tmp:
+                        shutil.copyfile(shipped, tmp)
+                        verify_copy(tmp)
+        except (OSError, AdapterSetError) as error:  # a read-only or full library, a failed copy
+            warn_once(f"medtuning: could not update {installed} in {self.sets_dir} ({error}); using {shipped} instead")
             return load_adapter_set(shipped)
-        updated = load_adapter_set(target)
-        print(f"medtuning: updated the shipped set {name} from {old} to {updated.manifest.version} in "
-              f"{self.sets_dir} (the earlier release was unchanged; sets you install are never replaced)",
-              file=sys.stderr)
-        return updated
+        if version is None:
+            return self.get(name)  # whatever the other process left: the usual path decides
+        print(f"medtuning: updated the shipped set {name} from {old} to {version} in {self.sets_dir} (the "
+              f"earlier release was unchanged; a set you install yourself is never replaced)", file=sys.stderr)
+        return load_adapter_set(target)
 
     def install(self, file: str | os.PathLike, replace: bool = False) -> AdapterSet:
         """Verify a set file, then copy it in atomically under the lock. Installing a set under
-        the name of a shipped set the user removed clears that record: they asked for it again."""
+        the name of a shipped set the user removed clears that record: they asked for it again.
+        Installing an earlier release of a shipped set keeps it: it is not updated on next use."""
         return self._install(file, replace, unless_declined=False)
 
     def _install(self, file: str | os.PathLike, replace: bool, unless_declined: bool) -> AdapterSet:
+        """`unless_declined`: the install on first use, which the user did not ask for."""
         adapter_set = load_adapter_set(file)  # raises before anything is written
         self.sets_dir.mkdir(parents=True, exist_ok=True)
         target = self.set_path(adapter_set.name)
         # the rename ends the inner block, so it happens before the lock is released
         with exclusive_lock(self.lock_path), atomic_path(target) as tmp:
             # checked under the lock: a concurrent remove may have declined it meanwhile
-            if unless_declined and adapter_set.name in self.declined_shipped():
+            if unless_declined and adapter_set.name in self.declined.names():
                 raise AdapterSetError(self.declined_message(adapter_set.name))
             if target.exists() and not replace:
                 raise AdapterSetError(f"a set named {adapter_set.name!r} is installed already; "
                                       f"pass --replace to replace it")
             shutil.copyfile(file, tmp)
-            load_adapter_set_copy(tmp)  # the copy is what gets installed: check it too
-            # cleared before the rename: should the rename fail, the next use installs the
-            # shipped set again, which is what the user just asked for
-            self._mark_declined(adapter_set.name, False)
+            release_id = verify_copy(tmp)  # the copy is what gets installed: check it too
+            # records changed before the rename: should the rename fail, the next use installs
+            # the shipped set again, which is what the user just asked for
+            self.declined.mark(adapter_set.name, False)
+            if not unless_declined:
+                self.kept.mark(adapter_set.name, release_id in earlier_releases(adapter_set.name))
         return load_adapter_set(target)
 
     def restore_shipped(self, name: str, replace: bool = False) -> AdapterSet:
@@ -190,30 +248,18 @@ class Library:
             path = self.set_path(name)
             shipped = shipped_set_file(name) is not None
             if not path.is_file():
-                if shipped and name in self.declined_shipped():
+                if shipped and name in self.declined.names():
                     raise AdapterSetError(self.declined_message(name))
                 if not shipped:
                     raise AdapterSetError(f"no adapter set named {name!r} in {self.root}")
             if shipped:  # recorded first: should the unlink fail, the set simply stays installed
-                self._mark_declined(name, True)
+                self.declined.mark(name, True)
+            self.kept.mark(name, False)
             path.unlink(missing_ok=True)
 
     def declined_shipped(self) -> set[str]:
         """Names of the shipped sets the user removed from this library."""
-        if not self.declined_path.is_file():  # also when the root is missing or not a directory
-            return set()
-        try:
-            doc = json.loads(self.declined_path.read_text())
-        except (OSError, ValueError) as error:
-            # an unreadable record must not make the library unusable: behave as without it
-            print(f"medtuning: ignoring {self.declined_path} ({error})", file=sys.stderr)
-            return set()
-        names = doc.get("declined", []) if isinstance(doc, dict) else []
-        return {n for n in names if isinstance(n, str)}
-
-    @property
-    def declined_path(self) -> Path:
-        return self.root / DECLINED_FILE
+        return self.declined.names()
 
     def restore_command(self, name: str) -> str:
         """The command line that brings back a removed shipped set of this library."""
@@ -224,17 +270,6 @@ class Library:
     def declined_message(self, name: str) -> str:
         return (f"the adapter set {name!r} comes with MedTuning but was removed from the library {self.root}; "
                 f"restore it with `{self.restore_command(name)}` or install {shipped_set_file(name)}")
-
-    def _mark_declined(self, name: str, declined: bool) -> None:
-        """Add or drop a name in the record; the caller holds the lock. Writes only on a change."""
-        names = self.declined_shipped()
-        updated = names | {name} if declined else names - {name}
-        if updated == names:
-            return
-        if updated:
-            write_json(self.declined_path, {"declined": sorted(updated)}, indent=2)
-        else:
-            self.declined_path.unlink(missing_ok=True)
 
     def export(self, name: str, destination: str | os.PathLike, overwrite: bool = False) -> Path:
         source = self.get(name).path
@@ -249,10 +284,15 @@ class Library:
         return dest
 
 
-def load_adapter_set_copy(path: Path) -> None:
-    """Re-verify a staged copy (a disk error while copying must not be installed)."""
+def version_key(version: str) -> tuple[int, ...]:
+    """"1.10.0" -> (1, 10, 0), to compare versions as numbers (a non-numeric part counts as 0)."""
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+
+def verify_copy(path: Path) -> str:
+    """Re-verify a staged copy (a disk error while copying must not be installed); its release id."""
     try:
-        load_adapter_set(path)
+        return read_release_id(path)[1]
     except AdapterSetError as error:
         raise AdapterSetError(f"the copy into the library failed verification ({error}); nothing was installed") \
             from None

@@ -2,8 +2,8 @@
 
 They are installed into the user's library the first time a set of that name is asked for,
 through the same verified, atomic install as any other set, so that a shipped set behaves
-exactly like one the user installed. A set the user installed under the same name is never
-replaced behind their back.
+exactly like one the user installed. A set the user installed under the same name, an earlier
+release included, is never replaced behind their back.
 
 A shipped set that is retrained gets a new version, and the one it replaces is recorded in
 `earlier-releases.json` beside the sets (the manifest SHA-256 of every earlier release, which

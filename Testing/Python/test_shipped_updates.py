@@ -14,15 +14,27 @@ from library_helpers import ship_only
 
 from MedTuningCore.cli.app import main
 from MedTuningCore.sets import library as library_module
-from MedTuningCore.sets.adapter_set import load_adapter_set, manifest_sha256, read_manifest
+from MedTuningCore.sets.adapter_set import read_manifest, read_release_id
 from MedTuningCore.sets.library import Library
 from MedTuningCore.sets.shipped import RELEASES_FILE, earlier_releases, read_release_record, shipped_set_files
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from edit_manifest import edit_set  # noqa: E402
-from shipped_releases import next_version, record_releases, release_new_version, set_version  # noqa: E402
+from shipped_releases import file_at_head, next_version, record_releases, release_new_version, set_version  # noqa: E402
 
 SHIPPED = REPO_ROOT / "Resources" / "AdapterSets"
+# The manifest SHA-256 of the releases published before the record existed (git history of
+# Resources/AdapterSets, 2026-11-22..12-03): libraries out there hold these.
+PUBLISHED_BEFORE_THE_RECORD = {
+    "brain-tissue": {"de3f2a348e3709afec993782cad0b7df719126810d7cfaf3d3e04e368480392a",
+                     "d7ef12be5aedb9abe413df0dd9c4c07b59164f1e64e0d7caf5fd84fd0d45a00f",
+                     "ccfb6b01d7458888418936af75c75a9e2f021a3c094d97fc22db698f3d61a5b3",
+                     "948c8456a51f325b0e533ed809371d168747a04ebacf0a4e5848222bc9924b08"},
+    "brats-glioma": {"43711249cf2d16da6941e1a0515d465b0fe8c6fdedbcbffc055499622eb6dbad",
+                     "d68f3037f1a2bea0ff252ac5891ea12a6d6d0a5e146fd5818d96aac20d2a5caf",
+                     "7e9c7567a297a5459058ea127af9bca216da81e9e2b4ce71f2ba2f9df29ecf30",
+                     "ef7161133dba442d51d6944a94191440d3f11bf35c344f69d7709c4d27b874f9"},
+}
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -40,7 +52,8 @@ def shipped_with_earlier(tmp_path, monkeypatch):
     set_version(old, "0.9.0")
     record_releases("brain-tissue", [old], shipped)
     library = Library(tmp_path / "library")
-    library.install(old)
+    library.sets_dir.mkdir(parents=True)
+    shutil.copy(old, library.set_path("brain-tissue"))  # as an earlier MedTuning installed it on first use
     return shipped, library
 
 
@@ -112,7 +125,7 @@ def test_release_new_version_records_the_replaced_file_and_raises_the_version(tm
     now = read_manifest(shipped / "brats-glioma.safetensors")
     assert version_tuple(now.version) > version_tuple(was.version)
     assert now.tensors_sha256 == was.tensors_sha256  # only the manifest changed
-    assert manifest_sha256(was) in earlier_releases("brats-glioma")
+    assert read_release_id(previous)[1] in earlier_releases("brats-glioma")
     assert next_version("1.1.0", ["1.0.0", "1.3.0"]) == "1.4.0"
 
 
@@ -122,14 +135,109 @@ def test_every_shipped_set_is_newer_than_its_recorded_releases():
     record = read_release_record(SHIPPED / RELEASES_FILE)
     assert set(record) <= set(shipped_set_files())
     for name, path in shipped_set_files().items():
-        manifest = load_adapter_set(path).manifest
+        manifest, release_id = read_release_id(path)
         earlier = record.get(name, {})
-        assert manifest_sha256(manifest) not in earlier, name
+        assert release_id not in earlier, name
         assert all(version_tuple(manifest.version) > version_tuple(r["version"]) for r in earlier.values()), name
-    # the releases made before this record existed (git history of Resources/AdapterSets)
-    assert len(record["brain-tissue"]) == 4 and len(record["brats-glioma"]) == 4
+    for name, published in PUBLISHED_BEFORE_THE_RECORD.items():
+        assert published <= set(record[name]), name
 
 
 def test_the_slicer_extension_installs_the_release_record():
     cmake = (REPO_ROOT / "MedTuningSegment" / "CMakeLists.txt").read_text()
     assert "Resources/AdapterSets/earlier-releases.json" in cmake
+
+
+def test_an_earlier_release_the_user_installs_on_purpose_is_kept(shipped_with_earlier, tmp_path, capsys):
+    shipped, library = shipped_with_earlier
+    assert library.get("brain-tissue").manifest.version == "1.1.0"  # updated once
+    old = tmp_path / "old" / "brain-tissue.safetensors"
+    library.install(old, replace=True)  # the user wants the earlier release back
+    assert library.shipped_update("brain-tissue") is None
+    assert library.get("brain-tissue").manifest.version == "0.9.0"
+    assert library.set_path("brain-tissue").read_bytes() == old.read_bytes()
+    library.restore_shipped("brain-tissue", replace=True)  # installing another file ends that
+    library.install(old, replace=True)
+    library.remove("brain-tissue")
+    library.restore_shipped("brain-tissue")
+    assert not library.kept.path.exists()  # the record empties itself
+
+
+def test_a_damaged_shipped_file_leaves_the_installed_release_working(shipped_with_earlier, capsys):
+    shipped, library = shipped_with_earlier
+    current = shipped / "brain-tissue.safetensors"
+    data = bytearray(current.read_bytes())
+    data[-10] ^= 0xFF  # a flipped bit in the tensors
+    current.write_bytes(bytes(data))
+    assert library.get("brain-tissue").manifest.version == "0.9.0"
+    assert "not updating brain-tissue 0.9.0" in capsys.readouterr().err
+    assert library.shipped_update("brain-tissue") is None
+    assert library.get("brain-tissue").manifest.version == "0.9.0"
+
+
+def test_a_record_that_lists_the_current_release_does_not_replace_it_again(shipped_with_earlier, monkeypatch):
+    shipped, library = shipped_with_earlier
+    record_releases("brain-tissue", [shipped / "brain-tissue.safetensors"], shipped)  # a release-process mistake
+    assert library.get("brain-tissue").manifest.version == "1.1.0"
+    calls = []
+    monkeypatch.setattr(library_module.shutil, "copyfile", lambda *a: calls.append(a))
+    assert library.shipped_update("brain-tissue") is None
+    assert library.get("brain-tissue").manifest.version == "1.1.0" and calls == []
+
+
+def test_a_shipped_file_that_is_not_newer_replaces_nothing(shipped_with_earlier):
+    shipped, library = shipped_with_earlier
+    set_version(shipped / "brain-tissue.safetensors", "0.9.0")
+    assert library.shipped_update("brain-tissue") is None
+    set_version(shipped / "brain-tissue.safetensors", "0.10.0")  # numbers, not text: 10 > 9
+    assert library.shipped_update("brain-tissue") == "0.10.0"
+
+
+def lock_that_first_runs(action):
+    """An exclusive_lock that lets `action` happen (another process) just before it is taken."""
+    real = library_module.exclusive_lock
+
+    def lock(path):
+        action()
+        return real(path)
+    return lock
+
+
+def test_a_set_installed_meanwhile_by_another_process_is_not_replaced(shipped_with_earlier, tmp_path, monkeypatch):
+    shipped, library = shipped_with_earlier
+    mine = tmp_path / "mine" / "brain-tissue.safetensors"
+    mine.parent.mkdir()
+    shutil.copy(library.set_path("brain-tissue"), mine)
+    edit_set(mine, lambda m: m.__setitem__("description", "installed by another process"))
+    monkeypatch.setattr(library_module, "exclusive_lock",
+                        lock_that_first_runs(lambda: shutil.copy(mine, library.set_path("brain-tissue"))))
+    assert library.shipped_update("brain-tissue") == "1.1.0"  # what get() sees before the lock
+    assert library.get("brain-tissue").manifest.description == "installed by another process"
+    assert library.set_path("brain-tissue").read_bytes() == mine.read_bytes()
+
+
+def test_a_set_removed_meanwhile_by_another_process_stays_removed(shipped_with_earlier, monkeypatch):
+    shipped, library = shipped_with_earlier
+    other = Library(library.root)
+    real = library_module.exclusive_lock
+    monkeypatch.setattr(library_module, "exclusive_lock", lock_that_first_runs(
+        lambda: (monkeypatch.setattr(library_module, "exclusive_lock", real), other.remove("brain-tissue"))))
+    with pytest.raises(library_module.AdapterSetError, match="was removed from the library"):
+        library.get("brain-tissue")
+    assert not library.set_path("brain-tissue").exists()
+
+
+def test_a_read_only_library_warns_once_per_process(shipped_with_earlier, monkeypatch, capsys):
+    _shipped, library = shipped_with_earlier
+    monkeypatch.setattr(library_module.shutil, "copyfile", lambda *a: (_ for _ in ()).throw(PermissionError(13, "no")))
+    library.get("brain-tissue")
+    library.get("brain-tissue")
+    assert capsys.readouterr().err.count("could not update brain-tissue") == 1
+
+
+def test_the_previous_release_is_taken_from_git_head(tmp_path):
+    """train_shipped_sets.py records the committed file, which users have, not the working tree's."""
+    previous = tmp_path / "previous.safetensors"
+    assert file_at_head("brain-tissue", previous)
+    assert read_manifest(previous).name == "brain-tissue"
+    assert not file_at_head("no-such-set", tmp_path / "none.safetensors")

@@ -313,6 +313,22 @@ def test_library_list_verify_export_remove_and_install(module, tmp_path):
     assert not errors_shown(module)
 
 
+def test_a_damaged_set_is_listed_as_damaged_and_the_others_stay_usable(module, library_home):
+    damaged = library_home / "sets" / "brain-tissue.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-10] ^= 0xFF  # a flipped bit in its tensors
+    damaged.write_bytes(bytes(data))
+    module.widget.refreshLibrary()
+    table = module.ui.libraryTableWidget
+    rows = {table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())}
+    assert rows["brain-tissue"][1] == "damaged" and "changed or damaged" in rows["brain-tissue"][2]
+    assert module.ui.adapterSetComboBox.findData("brain-tissue") < 0  # cannot be picked
+    assert module.ui.adapterSetComboBox.findData("brats-glioma") >= 0
+    assert "not ready" not in module.ui.backboneStatusLabel.text
+    no_hidden_errors()
+
+
 # -- robustness -------------------------------------------------------------------------------
 def start_segmentation(module, scene):
     volumes, _ = load_brats("pat0004", scene)
