@@ -29,14 +29,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vit_b": ("vit_base_patch16_224", 128), "vit_s": ("vit_small_patch14_dinov2", 126)}
-METHODS = ("full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora", "med_adapter")
 
 
 def parse_config(key: str) -> tuple[dict, bool]:
     """"med_adapter+ckpt+bf16" -> (build_model arguments, bf16)."""
     method, *flags = key.split("+")
-    if method not in METHODS or set(flags) - {"ckpt", "bf16"}:
-        raise SystemExit(f"unknown configuration {key!r}: a method of {METHODS} with +ckpt and/or +bf16")
+    from MedTuningCore.models.tuning import TUNING_METHODS  # the Med-Adapter variants too
+
+    if method not in TUNING_METHODS or set(flags) - {"ckpt", "bf16"}:
+        raise SystemExit(f"unknown configuration {key!r}: a method of {TUNING_METHODS} with +ckpt and/or +bf16")
     return {"tuning": method, "grad_checkpointing": "ckpt" in flags}, "bf16" in flags
 
 

@@ -142,7 +142,7 @@ def build_model(
             convolutional stem on the slices at full resolution) or swin_unet.
         tuning: full, head, vpt_shallow, vpt_deep, adapter, adaptformer, st_adapter, lora, med_adapter
             (and its variants med_adapter_paper, med_adapter_no_fft, med_adapter_no_fusion,
-            med_adapter_pre_block, med_adapter_no_conv5).
+            med_adapter_pre_block, med_adapter_no_conv5, med_adapter_late).
         in_channels, num_classes: input channels (modalities) and output classes (incl. background).
         alpha: Med-Adapter bottleneck reduction ratio.
         img_size: in-plane slice size; default 128 px rounded to a patch multiple.

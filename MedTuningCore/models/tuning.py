@@ -16,7 +16,10 @@ Sizes reproduce the inserted-parameter counts of the Med-Tuning paper (Tables 1,
   with the official code's initialisation; med_adapter_no_fft / med_adapter_no_fusion: the
   ablation's variants, med_adapter_paper without the FFT branch / the inter-stage fusion;
   med_adapter_pre_block: med_adapter_paper placed before each block (where ST-Adapter sits)
-  instead of after it; med_adapter_no_conv5: med_adapter_paper without its kernel-5 branch.
+  instead of after it; med_adapter_no_conv5: med_adapter_paper without its kernel-5 branch;
+  med_adapter_late: med_adapter_paper in the second half of the blocks only, with the
+  position embedding frozen, so that nothing before the first adapter needs a gradient and
+  the first half of the backbone runs forward only (a cheaper step on a CPU).
 `full` trains everything; every other method follows the official code's split: the patch
 embedding and the blocks are frozen, the position embedding, the final norm and the decoder
 are trained (that is the paper's `head`).
@@ -52,6 +55,7 @@ class MedAdapterOptions(TypedDict, total=False):
     fusion: bool
     multi_scale: bool
     placement: str
+    first_stage: int
 
 
 #: Med-Adapter variants by name: the keyword arguments each gives insert_med_adapters.
@@ -66,6 +70,8 @@ MED_ADAPTER_VARIANTS: dict[str, MedAdapterOptions] = {
     "med_adapter_pre_block": {"zero_init_up": False, "placement": "before"},
     # one scale of depth-wise convolution (ST-Adapter has one); the rest of the default stays
     "med_adapter_no_conv5": {"zero_init_up": False, "multi_scale": False},
+    # adapters in the last two of four stages only: the backward pass stops at the first of them
+    "med_adapter_late": {"zero_init_up": False, "first_stage": 2},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
 #: docs/results/recipe_cv.md, the Med-Adapter ablation).
@@ -81,11 +87,19 @@ VPT_TOKENS = 10
 MED_ADAPTER_PLACEMENTS = ("after", "before")
 
 
+class PassThrough(nn.Module):
+    """A block's place without an adapter: hands tokens and inter-stage state on unchanged."""
+
+    def forward(self, x, state, depth: int):
+        return x, state
+
+
 def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: int, fourier: bool = True,
                         fusion: bool = True, zero_init_up: bool = False, placement: str = "after",
-                        multi_scale: bool = True) -> None:
-    """One Med-Adapter per block, after it (the paper) or before it; the last adapter of
-    each stage carries the inter-stage fusion either way."""
+                        multi_scale: bool = True, first_stage: int = 0) -> None:
+    """One Med-Adapter per block, after it (the paper) or before it, from stage `first_stage`
+    on; the last adapter of each stage carries the inter-stage fusion either way (the first
+    adapted stage fuses zeros, as the paper's first stage does)."""
     if placement not in MED_ADAPTER_PLACEMENTS:
         raise ModelConfigError(f"unknown Med-Adapter placement {placement!r}; choose one of: "
                                f"{', '.join(MED_ADAPTER_PLACEMENTS)}")
@@ -94,6 +108,9 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
     for info in backbone.block_info:
         stage_hidden[info.stage] = info.dim // alpha
     for info in backbone.block_info:
+        if info.stage < first_stage:
+            adapters.append(PassThrough())
+            continue
         hidden = info.dim // alpha
         hierarchical = isinstance(backbone, SwinBackbone)
         # The first stage has no predecessor; the official code feeds it zeros shaped like
@@ -159,6 +176,9 @@ def set_trainable(model: nn.Module, backbone: SliceBackbone, method: str) -> Non
         return
     inserted = inserted_parameter_ids(backbone)
     keep = set(backbone.tuned_parameter_names())
+    if MED_ADAPTER_VARIANTS.get(method, {}).get("first_stage", 0) > 0:
+        # a trained position embedding would need gradients through every block before the first adapter
+        keep -= set(backbone.tuned_parameter_names_before_blocks())
     for name, p in backbone.named_parameters():
         p.requires_grad_(id(p) in inserted or name in keep)
 

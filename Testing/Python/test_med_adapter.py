@@ -122,6 +122,27 @@ def test_variants_differ_only_where_their_names_say():
     assert sum(a.inter_stage for a in default_adapters) == 4  # the 4 stage ends of a 12-block ViT
 
 
+def test_the_late_variant_runs_the_first_half_of_the_backbone_forward_only():
+    """med_adapter_late: adapters in stages 2-3 only and the position embedding frozen, so no
+    block before the first adapter is on the autograd tape (what makes its step cheaper)."""
+    from MedTuningCore.models import build_model
+
+    net = build_model(backbone="vit_tiny_patch16_224", decoder="unet", tuning="med_adapter_late", in_channels=1,
+                      num_classes=2, img_size=32, reference_depth=8)
+    backbone = net.backbone
+    adapted = [isinstance(m, MedAdapter) for m in backbone.post_block]
+    assert adapted == [False] * 6 + [True] * 6
+    assert not backbone.vit.pos_embed.requires_grad and backbone.vit.norm.weight.requires_grad
+    on_tape = []
+    for block in backbone.vit.blocks:
+        block.register_forward_hook(lambda _m, _i, out: on_tape.append(out.requires_grad))
+    net.train()
+    net(torch.randn(1, 1, 8, 32, 32)).sum().backward()
+    assert on_tape == [False] * 7 + [True] * 5  # block 6 feeds the first adapter: it needs no gradient either
+    fused = [m for m in backbone.post_block if isinstance(m, MedAdapter) and m.inter_stage]
+    assert len(fused) == 2 and all(m.up.weight.grad is not None for m in fused)
+
+
 def slices_reached(adapter: MedAdapter, depth: int, changed: int) -> list[bool]:
     """Which output slices change when input slice `changed` does (tokens of 2 x 2)."""
     torch.nn.init.normal_(adapter.up.weight)

@@ -75,6 +75,11 @@ class SliceBackbone(nn.Module):
         (the official code freezes only the patch embedding and the blocks)."""
         raise NotImplementedError
 
+    def tuned_parameter_names_before_blocks(self) -> list[str]:
+        """Those of `tuned_parameter_names` that act before the first block (a gradient for
+        them runs back through every block)."""
+        return []
+
     # -- shared machinery ------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

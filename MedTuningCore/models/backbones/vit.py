@@ -63,6 +63,9 @@ class ViTBackbone(SliceBackbone):
             names.append("vit.pos_embed")
         return names
 
+    def tuned_parameter_names_before_blocks(self) -> list[str]:
+        return ["vit.pos_embed"] if self.vit.pos_embed is not None else []
+
     def _apply_block(self, index, x, prompt):
         n, hs, ws, c = x.shape
         tokens = x.reshape(n, hs * ws, c)
