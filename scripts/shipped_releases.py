@@ -61,11 +61,25 @@ def file_at_head(name: str, destination: Path) -> bool:
     """Write the shipped file of `name` as committed in git HEAD to `destination`: the release
     that users have. False when HEAD has no such file (a new shipped set)."""
     relative = f"Resources/AdapterSets/{name}.safetensors"
-    shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=ROOT, capture_output=True)
-    if shown.returncode != 0:
+    listed = git("ls-tree", "--name-only", "HEAD", "--", relative)  # empty when HEAD lacks the file
+    if not listed.strip():
         return False
-    destination.write_bytes(shown.stdout)
+    destination.write_bytes(git("show", f"HEAD:{relative}"))
     return True
+
+
+def git(*args: str) -> bytes:
+    """Output of a git command in the repository; stops with git's message when it fails (not
+    a checkout, git missing, a repository git does not trust), since a release recorded
+    from the wrong file would leave libraries on the earlier one."""
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True)
+    except OSError as error:
+        raise SystemExit(f"git {' '.join(args)}: {error}; the release record needs a git checkout of "
+                         f"MedTuning") from None
+    if done.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)} failed in {ROOT}: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
 
 
 def release_new_version(name: str, previous: Path, folder: Path = SHIPPED) -> str:

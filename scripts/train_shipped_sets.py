@@ -152,7 +152,7 @@ def main() -> int:
     print(f"copied {output} to {SHIPPED}")
     apply_terminology(args.recipe, shipped)
     if released:  # libraries holding the earlier release get this one on its next use
-        print(f"{shipped}: version {release_new_version(args.recipe, previous)}")
+        print(f"{shipped}: version {release_new_version(args.recipe, previous, SHIPPED)}")
     return 0
 
 

@@ -74,16 +74,24 @@ class NameRecord:
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
 
-    def names(self) -> set[str]:
+    def read(self) -> set[str] | None:
+        """The names; None (with a warning) when the file is there but unreadable or of
+        another shape, for callers that must not act on a record they cannot read."""
         if not self.path.is_file():  # also when the root is missing or not a directory
             return set()
         try:
             doc = json.loads(self.path.read_text())
-        except (OSError, ValueError) as error:
-            print(f"medtuning: ignoring {self.path} ({error})", file=sys.stderr)
-            return set()
-        names = doc.get(self.key, []) if isinstance(doc, dict) else []
+            names = doc[self.key]
+            if not isinstance(names, list):
+                raise TypeError(f"{self.key!r} is not a list")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            warn_once(f"medtuning: ignoring {self.path} ({error!r}); remove it if the message stays")
+            return None
         return {n for n in names if isinstance(n, str)}
+
+    def names(self) -> set[str]:
+        """The names, empty when the record is unreadable (the library stays usable)."""
+        return self.read() or set()
 
     def mark(self, name: str, present: bool) -> None:
         """Add or drop a name; writes only on a change, and removes an emptied file."""
@@ -127,17 +135,21 @@ class Library:
         if p.suffix == ".safetensors" or p.is_file():
             return load_adapter_set(p)
         name = str(name_or_file)
+        shipped = shipped_set_file(name)
+        if shipped is not None and self.shipped_update(name):
+            return self._update_shipped(name, shipped)
+        return self._get_without_update(name)
+
+    def _get_without_update(self, name: str) -> AdapterSet:
         path = self.set_path(name)
         shipped = shipped_set_file(name)
         if not path.is_file() and shipped is not None:
             if name in self.declined_shipped():
                 raise AdapterSetError(self.declined_message(name))
             return self._install_on_first_use(shipped, path)
-        if shipped is not None and self.shipped_update(name):
-            return self._update_shipped(name, shipped)
         if not path.is_file():
             installed = ", ".join(self.names()) or "none"
-            raise AdapterSetError(f"no adapter set named {name_or_file!r} in {self.root} (installed: {installed}); "
+            raise AdapterSetError(f"no adapter set named {name!r} in {self.root} (installed: {installed}); "
                                   f"install one with `medtuning sets install FILE`")
         return load_adapter_set(path)
 
@@ -154,8 +166,8 @@ class Library:
             if not path.is_file():  # not a concurrent install of the same set: a real failure
                 raise AdapterSetError(f"the shipped set {shipped} could not be installed: {error}") from None
         except OSError as error:  # a read-only or full library: use the shipped file where it is
-            print(f"medtuning: could not install {shipped.name} into {self.sets_dir} ({error}); "
-                  f"using it from {shipped.parent}", file=sys.stderr)
+            warn_once(f"medtuning: could not install {shipped.name} into {self.sets_dir} ({error}); "
+                      f"using it from {shipped.parent}")
             return load_adapter_set(shipped)
         return load_adapter_set(path)
 
@@ -165,7 +177,10 @@ class Library:
         file is intact and newer; None otherwise (not installed, current, damaged, the user's own
         set under that name, or an earlier release the user installed on purpose)."""
         shipped, path = shipped_set_file(name), self.set_path(name)
-        if shipped is None or not path.is_file() or name in self.kept.names():
+        if shipped is None or not path.is_file():
+            return None
+        kept = self.kept.read()
+        if kept is None or name in kept:  # kept on purpose, or a damaged record: it may say so
             return None
         try:
             installed, installed_id = read_release_id(path)
@@ -186,20 +201,23 @@ class Library:
         target = self.set_path(name)
         installed = name
         try:
-            old = read_manifest(target).version
-            installed = f"{name} {old}"
             with exclusive_lock(self.lock_path):
                 # checked again under the lock: another process may have updated, replaced or removed it
                 version = self.shipped_update(name)
                 if version is not None:
+                    old = read_manifest(target).version
+                    installed = f"{name} {old}"
                     with atomic_path(target) as tmp:
                         shutil.copyfile(shipped, tmp)
                         verify_copy(tmp)
-        except (OSError, AdapterSetError) as error:  # a read-only or full library, a failed copy
+        except OSError as error:  # a read-only or full library: use the current release where it is
             warn_once(f"medtuning: could not update {installed} in {self.sets_dir} ({error}); using {shipped} instead")
             return load_adapter_set(shipped)
+        except AdapterSetError as error:  # a failed copy, or files changed meanwhile: nothing was replaced
+            warn_once(f"medtuning: could not update {installed} in {self.sets_dir} ({error})")
+            return self._get_without_update(name)
         if version is None:
-            return self.get(name)  # whatever the other process left: the usual path decides
+            return self._get_without_update(name)  # whatever the other process left
         print(f"medtuning: updated the shipped set {name} from {old} to {version} in {self.sets_dir} (the "
               f"earlier release was unchanged; a set you install yourself is never replaced)", file=sys.stderr)
         return load_adapter_set(target)
@@ -215,21 +233,21 @@ class Library:
         adapter_set = load_adapter_set(file)  # raises before anything is written
         self.sets_dir.mkdir(parents=True, exist_ok=True)
         target = self.set_path(adapter_set.name)
-        # the rename ends the inner block, so it happens before the lock is released
-        with exclusive_lock(self.lock_path), atomic_path(target) as tmp:
-            # checked under the lock: a concurrent remove may have declined it meanwhile
-            if unless_declined and adapter_set.name in self.declined.names():
-                raise AdapterSetError(self.declined_message(adapter_set.name))
-            if target.exists() and not replace:
-                raise AdapterSetError(f"a set named {adapter_set.name!r} is installed already; "
-                                      f"pass --replace to replace it")
-            shutil.copyfile(file, tmp)
-            release_id = verify_copy(tmp)  # the copy is what gets installed: check it too
-            # records changed before the rename: should the rename fail, the next use installs
-            # the shipped set again, which is what the user just asked for
-            self.declined.mark(adapter_set.name, False)
-            if not unless_declined:
-                self.kept.mark(adapter_set.name, release_id in earlier_releases(adapter_set.name))
+        name = adapter_set.name
+        with exclusive_lock(self.lock_path):
+            with atomic_path(target) as tmp:
+                # checked under the lock: a concurrent remove may have declined it meanwhile
+                if unless_declined and name in self.declined.names():
+                    raise AdapterSetError(self.declined_message(name))
+                if target.exists() and not replace:
+                    raise AdapterSetError(f"a set named {name!r} is installed already; pass --replace to replace it")
+                shutil.copyfile(file, tmp)
+                release_id = verify_copy(tmp)  # the copy is what gets installed: check it too
+                # cleared before the rename: should the rename fail, the next use installs the
+                # shipped set again, which is what the user just asked for
+                self.declined.mark(name, False)
+            # after the rename, still under the lock: the note describes the file now installed
+            self.kept.mark(name, not unless_declined and release_id in earlier_releases(name))
         return load_adapter_set(target)
 
     def restore_shipped(self, name: str, replace: bool = False) -> AdapterSet:
@@ -285,8 +303,12 @@ class Library:
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    """"1.10.0" -> (1, 10, 0), to compare versions as numbers (a non-numeric part counts as 0)."""
-    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+    """"1.10.0" -> (1, 10), to compare versions as numbers: a non-numeric part counts as 0 and
+    trailing zeros are dropped, so "1.1" and "1.1.0" are equal."""
+    parts = [int(part) if part.isdigit() else 0 for part in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def verify_copy(path: Path) -> str:

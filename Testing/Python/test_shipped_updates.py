@@ -156,11 +156,34 @@ def test_an_earlier_release_the_user_installs_on_purpose_is_kept(shipped_with_ea
     assert library.shipped_update("brain-tissue") is None
     assert library.get("brain-tissue").manifest.version == "0.9.0"
     assert library.set_path("brain-tissue").read_bytes() == old.read_bytes()
+    assert library.kept.names() == {"brain-tissue"}
     library.restore_shipped("brain-tissue", replace=True)  # installing another file ends that
+    assert library.kept.names() == set() and not library.kept.path.exists()  # the record empties itself
     library.install(old, replace=True)
-    library.remove("brain-tissue")
-    library.restore_shipped("brain-tissue")
-    assert not library.kept.path.exists()  # the record empties itself
+    library.remove("brain-tissue")  # and so does removing it
+    assert library.kept.names() == set()
+
+
+def test_a_kept_release_deleted_by_hand_does_not_block_later_updates(shipped_with_earlier, tmp_path):
+    shipped, library = shipped_with_earlier
+    old = tmp_path / "old" / "brain-tissue.safetensors"
+    library.install(old, replace=True)
+    library.set_path("brain-tissue").unlink()  # not through `sets remove`
+    assert library.get("brain-tissue").manifest.version == "1.1.0"  # installed again on first use
+    assert library.kept.names() == set()
+    record_releases("brain-tissue", [shipped / "brain-tissue.safetensors"], shipped)  # then 1.2.0 ships
+    set_version(shipped / "brain-tissue.safetensors", "1.2.0")
+    assert library.get("brain-tissue").manifest.version == "1.2.0"
+
+
+@pytest.mark.parametrize("damage", ['{"kept": 5}', "[1, 2", '["brain-tissue"]'])
+def test_an_unreadable_kept_record_stops_updates_and_nothing_else(shipped_with_earlier, damage, capsys):
+    _shipped, library = shipped_with_earlier
+    library.kept.path.write_text(damage)  # it may have said that the user keeps this release
+    assert library.shipped_update("brain-tissue") is None
+    assert library.get("brain-tissue").manifest.version == "0.9.0"
+    assert f"ignoring {library.kept.path}" in capsys.readouterr().err
+    assert library.names() == ["brain-tissue"]
 
 
 def test_a_damaged_shipped_file_leaves_the_installed_release_working(shipped_with_earlier, capsys):
@@ -229,15 +252,67 @@ def test_a_set_removed_meanwhile_by_another_process_stays_removed(shipped_with_e
 
 def test_a_read_only_library_warns_once_per_process(shipped_with_earlier, monkeypatch, capsys):
     _shipped, library = shipped_with_earlier
+    before = library.set_path("brain-tissue").read_bytes()
     monkeypatch.setattr(library_module.shutil, "copyfile", lambda *a: (_ for _ in ()).throw(PermissionError(13, "no")))
-    library.get("brain-tissue")
-    library.get("brain-tissue")
-    assert capsys.readouterr().err.count("could not update brain-tissue") == 1
+    assert library.get("brain-tissue").manifest.version == "1.1.0"
+    assert library.get("brain-tissue").manifest.version == "1.1.0"
+    assert capsys.readouterr().err.count("could not update brain-tissue 0.9.0") == 1
+    assert library.set_path("brain-tissue").read_bytes() == before
 
 
+def test_a_copy_that_fails_verification_leaves_the_installed_release_in_use(shipped_with_earlier, monkeypatch,
+                                                                             capsys):
+    _shipped, library = shipped_with_earlier
+    before = library.set_path("brain-tissue").read_bytes()
+
+    def damaged_copy(path):
+        raise library_module.AdapterSetError(f"the copy into the library failed verification ({path})")
+
+    monkeypatch.setattr(library_module, "verify_copy", damaged_copy)
+    assert library.get("brain-tissue").manifest.version == "0.9.0"
+    assert "could not update brain-tissue 0.9.0" in capsys.readouterr().err
+    assert library.set_path("brain-tissue").read_bytes() == before
+    assert [p.name for p in library.sets_dir.iterdir()] == ["brain-tissue.safetensors"]  # no temporary left
+
+
+in_git_checkout = pytest.mark.skipif(not (REPO_ROOT / ".git").exists(), reason="needs a git checkout of MedTuning")
+
+
+@in_git_checkout
 def test_the_previous_release_is_taken_from_git_head(tmp_path):
-    """train_shipped_sets.py records the committed file, which users have, not the working tree's."""
     previous = tmp_path / "previous.safetensors"
     assert file_at_head("brain-tissue", previous)
     assert read_manifest(previous).name == "brain-tissue"
     assert not file_at_head("no-such-set", tmp_path / "none.safetensors")
+
+
+@in_git_checkout
+def test_a_retrain_records_the_committed_release_not_the_working_trees(tmp_path, monkeypatch):
+    """train_shipped_sets.py after a retrain: the release users have is the one in git HEAD; a
+    working-tree file from an earlier retrain that was never committed is not it."""
+    import train_shipped_sets
+
+    shipped = ship_only(tmp_path / "shipped", monkeypatch, "brats-glioma")
+    monkeypatch.setattr(train_shipped_sets, "SHIPPED", shipped)
+    uncommitted = shipped / "brats-glioma.safetensors"
+    edit_set(uncommitted, lambda m: m.__setitem__("description", "an uncommitted retrain"))
+    uncommitted_id = read_release_id(uncommitted)[1]
+    committed = tmp_path / "committed.safetensors"
+    assert file_at_head("brats-glioma", committed)
+    work = tmp_path / "work"
+    retrained = tmp_path / "retrained.safetensors"
+    shutil.copy(committed, retrained)
+    edit_set(retrained, lambda m: m.__setitem__("description", "this retrain"))
+
+    def finetune(cmd, cwd):  # stands in for the hour of training: writes the new set
+        shutil.copy(retrained, cmd[cmd.index("-o") + 1])
+        return 0
+
+    monkeypatch.setattr(train_shipped_sets.subprocess, "call", finetune)
+    monkeypatch.setattr(sys, "argv", ["train_shipped_sets.py", "brats-glioma", "--work", str(work)])
+    assert train_shipped_sets.main() == 0
+    recorded = earlier_releases("brats-glioma")
+    assert read_release_id(committed)[1] in recorded
+    assert uncommitted_id not in recorded  # overwritten, and never recorded: no library holds it
+    assert read_manifest(uncommitted).description == "this retrain"
+    assert version_tuple(read_manifest(uncommitted).version) > version_tuple(read_manifest(committed).version)
