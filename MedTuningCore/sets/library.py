@@ -176,6 +176,11 @@ class Library:
         next use, when that copy is a recorded earlier release exactly as shipped and the shipped
         file is intact and newer; None otherwise (not installed, current, damaged, the user's own
         set under that name, or an earlier release the user installed on purpose)."""
+        pending = self._pending_update(name)
+        return pending[1] if pending else None
+
+    def _pending_update(self, name: str) -> tuple[str, str] | None:
+        """(installed version, shipped version) when shipped_update would update `name`."""
         shipped, path = shipped_set_file(name), self.set_path(name)
         if shipped is None or not path.is_file():
             return None
@@ -195,7 +200,7 @@ class Library:
             return None
         if current_id == installed_id or version_key(current.version) <= version_key(installed.version):
             return None  # a record that lists the current release must not replace it again and again
-        return current.version
+        return installed.version, current.version
 
     def _update_shipped(self, name: str, shipped: Path) -> AdapterSet:
         target = self.set_path(name)
@@ -203,9 +208,9 @@ class Library:
         try:
             with exclusive_lock(self.lock_path):
                 # checked again under the lock: another process may have updated, replaced or removed it
-                version = self.shipped_update(name)
-                if version is not None:
-                    old = read_manifest(target).version
+                pending = self._pending_update(name)
+                if pending is not None:
+                    old, version = pending
                     installed = f"{name} {old}"
                     with atomic_path(target) as tmp:
                         shutil.copyfile(shipped, tmp)
@@ -216,7 +221,7 @@ class Library:
         except AdapterSetError as error:  # a failed copy, or files changed meanwhile: nothing was replaced
             warn_once(f"medtuning: could not update {installed} in {self.sets_dir} ({error})")
             return self._get_without_update(name)
-        if version is None:
+        if pending is None:
             return self._get_without_update(name)  # whatever the other process left
         print(f"medtuning: updated the shipped set {name} from {old} to {version} in {self.sets_dir} (the "
               f"earlier release was unchanged; a set you install yourself is never replaced)", file=sys.stderr)
