@@ -220,6 +220,25 @@ def cpu_late_plan() -> list[Experiment]:
     return [Experiment("ablation-late", SHORT_STEPS, tuning="med_adapter_late")]
 
 
+#: Minutes of training per job in `gpu-long`: what one 15-minute lease leaves after the
+#: machine's start, the transfers, the jobs' start-up and scoring (a 590-second command).
+GPU_LONG_MINUTES = 7.0
+
+
+def gpu_long_plan() -> list[Experiment]:
+    """The issue's longer budget on one GPU lease (run 27): the default `med_adapter_paper`
+    on the 4 folds, the from-scratch CNN on the same folds, and the default on all 4 cases
+    (a shipped-set candidate trained on the GPU), all nine side by side for the same minutes
+    of training on the shared machine, so the CNN gets equal GPU time (its steps are cheaper,
+    so it runs more of them). Each plans far more steps than fit; the trainer fits its cosine
+    schedule into the minutes after the first epoch."""
+    minutes, planned = GPU_LONG_MINUTES, 4000
+    return [Experiment("long-gpu", planned, tuning="med_adapter_paper", keep=True, max_minutes=minutes),
+            Experiment("final-gpu", planned, tuning="med_adapter_paper", folds=[], keep=True, max_minutes=minutes),
+            Experiment("cnn-segresnet-gpu", planned, model="segresnet", spacing=2.0, patch_depth=64, slice_size=64,
+                       max_minutes=minutes)]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -240,6 +259,7 @@ PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan, "cpu-late": cpu_late_plan,
+         "gpu-long": gpu_long_plan,
          "smoke": smoke_plan}
 
 
@@ -394,7 +414,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from MedTuningCore.data.regions import parse_regions
     from MedTuningCore.inference.precision import precision_name
     from MedTuningCore.sets.adapter_set import tuned_state
-    from MedTuningCore.training.finetune import class_weights_of
     from MedTuningCore.training.trainer import Trainer, TrainingConfig
 
     torch.set_num_threads(spec.get("threads", 1))
@@ -406,7 +425,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     net = build_network(exp, Path(spec["weights"]))
     model = VolumeModel.wrap(net, exp.slice_size) if exp.model == "segresnet" else net
     iterations = ITERATIONS_PER_EPOCH
-    weights = class_weights_of(train, len(LABELS) + 1) if exp.class_weights == "auto" else None
+    weights = None
+    if exp.class_weights == "auto":  # imported here: finetune needs SimpleITK, which the GPU node lacks
+        from MedTuningCore.training.finetune import class_weights_of
+
+        weights = class_weights_of(train, len(LABELS) + 1)
     config = TrainingConfig(epochs=max(1, exp.steps // iterations), iterations_per_epoch=min(iterations, exp.steps),
                             batch_size=exp.batch_size, patch=(exp.patch_depth, exp.slice_size, exp.slice_size),
                             lr=exp.lr, warmup_epochs=1 if exp.steps >= 2 * iterations else 0, ce_weight=exp.ce_weight,
@@ -447,13 +470,29 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         record.update(scored)
         # the same prediction with only its largest lesion kept: nnU-Net's post-processing
         # choice needs both on every fold (the shipped set's is made that way)
-        from MedTuningCore.inference.postprocessing import largest_foreground
-
         voxel_ml = float(np.prod(native.spacing)) / 1000
         record["largest_component"] = scores(largest_foreground(prediction), native.label, voxel_ml)
     if exp.keep and exp.model != "segresnet":
         save_file({k: v.contiguous() for k, v in tuned_state(model).items()}, str(out / f"{tag}.safetensors"))
     return record
+
+
+def largest_foreground(labels: np.ndarray) -> np.ndarray:
+    """The core's post-processing (largest foreground component, 26-connectivity); on a GPU
+    node without SimpleITK the same with SciPy, which that node's image holds."""
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        from scipy import ndimage
+
+        if not labels.any():
+            return labels
+        components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel())[1:]
+        return np.where(components == 1 + int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
+    from MedTuningCore.inference.postprocessing import largest_foreground as with_simpleitk
+
+    return with_simpleitk(labels)
 
 
 def parameter_counts(model) -> dict[str, int]:

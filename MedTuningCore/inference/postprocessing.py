@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import SimpleITK as sitk
+
+if TYPE_CHECKING:  # imported where used: training imports this module on GPU nodes without SimpleITK
+    import SimpleITK as sitk
 
 
 @dataclass
@@ -36,6 +38,8 @@ class PostProcessing:
 
 def _components(mask: sitk.Image) -> tuple[sitk.Image, list[int]]:
     """Label connected components (26-connectivity), largest first; returns voxel counts."""
+    import SimpleITK as sitk
+
     labelled = sitk.RelabelComponent(sitk.ConnectedComponent(mask, True), sortByObjectSize=True)
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labelled)
@@ -47,6 +51,8 @@ def largest_foreground(labels: np.ndarray) -> np.ndarray:
     foreground classes together set to background (26-connectivity; spacing plays no part)."""
     if not labels.any():
         return labels
+    import SimpleITK as sitk
+
     components = sitk.GetArrayFromImage(_components(sitk.GetImageFromArray((labels > 0).astype(np.uint8)))[0])
     return np.where(components > 1, 0, labels).astype(labels.dtype)
 
@@ -65,6 +71,8 @@ def choose_postprocessing(dice: dict[str, float], dice_largest: dict[str, float]
 def postprocess(labels: sitk.Image, spec: PostProcessing) -> sitk.Image:
     if not spec.active:
         return labels
+    import SimpleITK as sitk
+
     array = sitk.GetArrayFromImage(labels)
     voxel_mm3 = float(np.prod(labels.GetSpacing()))
     if spec.keep_largest_foreground:

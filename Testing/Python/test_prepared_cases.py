@@ -32,3 +32,23 @@ def test_a_pickle_or_a_stranger_file_is_refused_by_name(tmp_path):
     np.savez(other, something=np.zeros(3))
     with pytest.raises(InputError, match="other.npz: not a preprocessed case"):
         load_prepared(other)
+
+
+def test_training_imports_where_simpleitk_is_missing(tmp_path):
+    """A bare GPU node has torch and timm but no SimpleITK: the trainer, the model factory and
+    prepared cases must import there (a module-level SimpleITK import in post-processing once
+    broke every job of a GPU run at start-up)."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "SimpleITK"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('no SimpleITK on this node')\n")
+    code = ("import MedTuningCore.training.trainer, MedTuningCore.models.network, MedTuningCore.data.prepared\n"
+            "import MedTuningCore.inference.postprocessing as p\n"
+            "print(p.choose_postprocessing({'a': 0.5}, {'a': 0.6}).keep_largest_foreground)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
