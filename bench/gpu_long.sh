@@ -20,8 +20,8 @@ fi
     nproc
     python3 -c "import torch, timm, monai, numpy; print(torch.__version__, timm.__version__, monai.__version__, numpy.__version__)"
 } 2>&1 | tee "$OUT/run.log"
-# 9 jobs, each 7 minutes of training; the budget stops whatever still runs at 500 s (it scores what it has)
-PYTHONUNBUFFERED=1 python3 bench/recipe_cv.py run --plan gpu-long --device cuda --jobs 9 --threads 1 \
+# gpu-long: 9 jobs, each 7 minutes of training; the budget stops whatever still runs at 500 s (it scores what it has)
+PYTHONUNBUFFERED=1 python3 bench/recipe_cv.py run --plan "${PLAN:-gpu-long}" --device cuda --jobs "${JOBS:-9}" --threads 1 \
     --budget "${BUDGET:-500}" --out "$RUN" 2>&1 | tee -a "$OUT/run.log"
 cp "$RUN/results.json" "$OUT/" 2>/dev/null
 cp "$RUN"/*.safetensors "$OUT/" 2>/dev/null

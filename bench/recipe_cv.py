@@ -239,6 +239,13 @@ def gpu_long_plan() -> list[Experiment]:
                        max_minutes=minutes)]
 
 
+def gpu_head_long_plan() -> list[Experiment]:
+    """`head` (frozen backbone, decoder only: the best other method at 250 steps, run 1) for
+    the 700 steps `long-gpu` ran in run 27 (its time budget fitted 14 epochs of 50), so the
+    default and the head compare at the longer budget too (run 28)."""
+    return [Experiment("head-long-gpu", 700, tuning="head")]
+
+
 def final_plan() -> list[Experiment]:
     """The shipped set's recipe alone: its 4 folds and the set on all 4 cases, same steps."""
     return [Experiment("final-cv", 400, keep=True), Experiment("final-brats", 400, folds=[], keep=True)]
@@ -259,7 +266,7 @@ PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan, "cpu-late": cpu_late_plan,
-         "gpu-long": gpu_long_plan,
+         "gpu-long": gpu_long_plan, "gpu-head-long": gpu_head_long_plan,
          "smoke": smoke_plan}
 
 
