@@ -46,6 +46,9 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of Adam (default 2e-3)")
     p.add_argument("--warmup-epochs", type=int, default=2,
                    help="epochs of linear warm-up before the cosine decay (default 2)")
+    p.add_argument("--head-first-epochs", type=int, default=0,
+                   help="train the decoder (and the method's other non-inserted parts) alone for this many epochs "
+                        "before the inserted modules join (linear probing then fine-tuning; default 0)")
     p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy weight (0: the paper's Dice only)")
     p.add_argument("--class-weights",
                    help="weigh each class's cross-entropy: 'auto' (sqrt of the most frequent class's voxel count "

@@ -60,6 +60,7 @@ class FinetuneConfig:
     patch_depth: int = 32
     lr: float = 2e-3
     warmup_epochs: int = 2
+    head_first_epochs: int = 0  # epochs that train all but the inserted modules first (LP-FT)
     ce_weight: float = 1.0  # 0: the paper's Dice only
     class_weights: str | None = None  # cross-entropy weight per class: auto | W0,W1,... (background first)
     foreground_fraction: float = 0.67  # share of patches centred on a random foreground class
@@ -240,7 +241,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
     training = TrainingConfig(
         epochs=config.epochs, iterations_per_epoch=config.iterations, batch_size=config.batch_size,
         patch=(config.patch_depth, model.config.img_size, model.config.img_size), lr=config.lr,
-        warmup_epochs=config.warmup_epochs, ce_weight=config.ce_weight,
+        warmup_epochs=config.warmup_epochs, head_first_epochs=config.head_first_epochs, ce_weight=config.ce_weight,
         ce_class_weights=given_weights or (class_weights_of(train, labels.num_classes) if config.class_weights
                                            else None),
         foreground_fraction=config.foreground_fraction,

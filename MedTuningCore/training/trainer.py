@@ -43,6 +43,7 @@ from ..inference.sliding_window import InferenceOptions, SlidingWindowPredictor,
 from ..io.atomic import write_json
 from ..io.tensor_files import read_tensor_file, write_tensor_file
 from ..models import MedTuningModel
+from ..models.inserted import inserted_parameter_ids
 from ..progress import ProgressCallback
 from ..sets.adapter_set import tuned_state
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
@@ -58,6 +59,10 @@ class TrainingConfig:
     lr: float = 2e-3  # the paper's (Appendix Table 8)
     weight_decay: float = 1e-5
     warmup_epochs: int = 2
+    # the first epochs train everything but the inserted modules (Kumar et al. 2022, "LP-FT":
+    # the decoder first fits the frozen features, so the adapters then adjust features for
+    # a decoder that already works instead of one that is still random)
+    head_first_epochs: int = 0
     ce_weight: float = 1.0  # 0 gives the paper's pure soft-Dice loss
     # the cross-entropy weight of each class (background first), or None for equal weights
     ce_class_weights: list[float] | None = None
@@ -216,6 +221,11 @@ class Trainer:
         self.progress = progress or (lambda event: None)
         self.cancel_file = Path(cancel_file) if cancel_file else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        inserted = inserted_parameter_ids(self.model)
+        self.inserted_params = [p for p in self.params if id(p) in inserted]
+        if config.head_first_epochs and not self.inserted_params:
+            raise InputError("head-first epochs need a tuning method that inserts modules into the backbone "
+                             "(Med-Adapter, adapter, LoRA...); this model has none to hold back")
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
         self.network = self.model
         if self.world > 1:
@@ -293,6 +303,8 @@ class Trainer:
         self.config.epochs = min(self.config.epochs, int(saved.get("epochs", self.config.epochs)))
         self.config.warmup_epochs = min(self.config.warmup_epochs,
                                         int(saved.get("warmup_epochs", self.config.warmup_epochs)))
+        self.config.head_first_epochs = min(self.config.head_first_epochs,
+                                            int(saved.get("head_first_epochs", self.config.head_first_epochs)))
 
     # -- the loop ---------------------------------------------------------------------
     def seed_epoch(self, epoch: int) -> np.random.Generator:
@@ -387,6 +399,8 @@ class Trainer:
             self.budget_reported = True
         self.config.epochs = affordable
         self.config.warmup_epochs = min(self.config.warmup_epochs, affordable // 4)
+        # the inserted modules still get at least half of a shortened schedule
+        self.config.head_first_epochs = min(self.config.head_first_epochs, affordable // 2)
 
     def budget_message(self, affordable: int, per_epoch: float) -> str:
         steps = affordable * self.config.iterations_per_epoch
@@ -418,6 +432,9 @@ class Trainer:
             (loss / self.config.accumulate).backward()
             total += float(loss.detach()) / self.config.accumulate
             per_class = per_class + class_loss.cpu().numpy() / self.config.accumulate
+        if step < self.config.head_first_epochs * steps:
+            for p in self.inserted_params:  # no gradient: the optimiser leaves them (and their state) as they are
+                p.grad = None
         if not (math.isfinite(total) and self.gradients_are_finite()):
             # one bad step must not poison the weights: skip it, as a GradScaler would
             self.optimizer.zero_grad(set_to_none=True)
