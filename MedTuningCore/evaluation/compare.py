@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..inference.segmenter import Segmenter
 from ..io.atomic import write_json
 from ..models import TUNING_METHODS
+from ..models.tuning import TUNING_WITHOUT_INSERTED
 from ..sets.library import Library
 from ..sets.loader import SetLoader, config_from_manifest
 from ..training.finetune import FinetuneConfig, config_to_argv
@@ -57,6 +58,8 @@ def compare_method(method: str, base: FinetuneConfig, out: Path, library: Librar
         target = out / f"{tag}.safetensors"
         config = replace(base, tuning=method, output=str(target), run_dir=str(out / f"{tag}.run"),
                          **({} if fold is None else {"folds": fold_count, "fold": fold}))
+        if method in TUNING_WITHOUT_INSERTED:  # head-first epochs hold back inserted modules: these have none
+            config = replace(config, head_first_epochs=0)
         cmd = [sys.executable, "-m", "MedTuningCore", "finetune", *config_to_argv(config), "--progress", "json"]
         print(f"compare: training {tag}...", file=sys.stderr, flush=True)
         run = subprocess.run(cmd, capture_output=True, text=True)

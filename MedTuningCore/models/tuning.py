@@ -80,6 +80,8 @@ TUNING_METHODS = (
     "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora",
     *MED_ADAPTER_VARIANTS,
 )
+#: Methods that insert no module into the backbone (nothing for --head-first-epochs to hold back)
+TUNING_WITHOUT_INSERTED = ("full", "head")
 VPT_TOKENS = 10
 
 

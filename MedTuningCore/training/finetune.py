@@ -27,7 +27,7 @@ from ..inference.postprocessing import PostProcessing, choose_postprocessing
 from ..io.atomic import atomic_path, write_json
 from ..models.med_adapter import DEFAULT_REFERENCE_DEPTH
 from ..models.network import assemble_model, model_config, prepare_backbone
-from ..models.tuning import DEFAULT_TUNING
+from ..models.tuning import DEFAULT_TUNING, TUNING_WITHOUT_INSERTED
 from ..progress import ProgressCallback
 from ..sets.adapter_set import make_manifest, save_adapter_set
 from ..sets.library import Library
@@ -195,6 +195,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None,
         raise InputError(f"--postprocessing {config.postprocessing}: choose one of {', '.join(POSTPROCESSING_MODES)}")
     if not 0.0 <= config.foreground_fraction <= 1.0:
         raise InputError(f"--foreground-fraction {config.foreground_fraction}: give a share between 0 and 1")
+    check_head_first(config)
     given_weights = parse_class_weights(config.class_weights)
     run_dir = Path(config.run_dir or str(Path(config.output).with_suffix("")) + ".run")
     output = Path(config.output)
@@ -309,6 +310,19 @@ def parse_class_weights(text: str | None) -> list[float] | None:
         raise InputError(f"--class-weights {text}: every weight must be above 0 (a class of weight 0 is never "
                          f"learned from its cross-entropy); give 'auto' or positive numbers")
     return weights
+
+
+def check_head_first(config: FinetuneConfig) -> None:
+    """`--head-first-epochs` must leave the inserted modules at least one epoch, and needs a
+    method that inserts some (checked before any case is prepared)."""
+    held, epochs = config.head_first_epochs, config.epochs
+    if not 0 <= held < epochs:
+        raise InputError(f"--head-first-epochs {held}: give 0 to {epochs - 1} (fewer than --epochs {epochs}), so "
+                         "the inserted modules train for at least one epoch")
+    if held and not config.from_set and config.tuning in TUNING_WITHOUT_INSERTED:
+        raise InputError(f"--head-first-epochs {held} holds back the modules a method inserts, and --tuning "
+                         f"{config.tuning} inserts none: leave the option out, or choose a method that inserts "
+                         "modules (a Med-Adapter, adapter, LoRA...)")
 
 
 def check_class_weights(text: str | None, weights: list[float] | None, labels: LabelSpec,

@@ -224,8 +224,8 @@ class Trainer:
         inserted = inserted_parameter_ids(self.model)
         self.inserted_params = [p for p in self.params if id(p) in inserted]
         if config.head_first_epochs and not self.inserted_params:
-            raise InputError("head-first epochs need a tuning method that inserts modules into the backbone "
-                             "(Med-Adapter, adapter, LoRA...); this model has none to hold back")
+            raise InputError("--head-first-epochs needs a tuning method that inserts modules into the backbone "
+                             "(a Med-Adapter, adapter, LoRA...); this model has none to hold back")
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
         self.network = self.model
         if self.world > 1:
@@ -399,8 +399,15 @@ class Trainer:
             self.budget_reported = True
         self.config.epochs = affordable
         self.config.warmup_epochs = min(self.config.warmup_epochs, affordable // 4)
-        # the inserted modules still get at least half of a shortened schedule
-        self.config.head_first_epochs = min(self.config.head_first_epochs, affordable // 2)
+        # the inserted modules get at least half of a shortened schedule, where the epochs run so
+        # far allow it (those that ran head-first stay counted, so the record says what ran)
+        held = min(self.config.head_first_epochs, max(self.epoch, affordable // 2))
+        if self.config.head_first_epochs and held >= affordable:
+            self.progress({"event": "warning", "message": (
+                f"time budget of {self.config.max_minutes:g} min: no epoch is left for the inserted modules after "
+                f"{held} head-first epochs, so only the head trained; give more --max-minutes or fewer "
+                "--head-first-epochs")})
+        self.config.head_first_epochs = held
 
     def budget_message(self, affordable: int, per_epoch: float) -> str:
         steps = affordable * self.config.iterations_per_epoch

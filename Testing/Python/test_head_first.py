@@ -25,13 +25,15 @@ def case() -> PreparedCase:
     return PreparedCase("a", volume, label, (1.0, 1.0, 1.0))
 
 
-def trainer(tmp_path, tuning: str, head_first_epochs: int, epochs: int = 4, max_minutes=None) -> Trainer:
+def trainer(tmp_path, tuning: str, head_first_epochs: int, epochs: int = 4, max_minutes=None,
+            events: list | None = None) -> Trainer:
     torch.manual_seed(0)
     model = build_model(backbone="vit_tiny_patch16_224", decoder="unet", tuning=tuning, in_channels=1,
                         num_classes=2, img_size=32, reference_depth=8)
     config = TrainingConfig(epochs=epochs, iterations_per_epoch=2, batch_size=1, patch=(4, 32, 32), warmup_epochs=0,
                             device="cpu", amp="none", head_first_epochs=head_first_epochs, max_minutes=max_minutes)
-    return Trainer(model, [case()], [], config, tmp_path / "run", ["inside"])
+    return Trainer(model, [case()], [], config, tmp_path / "run", ["inside"],
+                   events.append if events is not None else None)
 
 
 def snapshot(params) -> list[torch.Tensor]:
@@ -73,10 +75,36 @@ def test_a_method_without_inserted_modules_is_refused(tmp_path):
         trainer(tmp_path, "head", head_first_epochs=1)
 
 
+def test_a_budget_that_leaves_the_adapters_nothing_says_so_and_records_what_ran(tmp_path):
+    events: list = []
+    run = trainer(tmp_path, "med_adapter_paper", head_first_epochs=3, epochs=8, max_minutes=1e-9, events=events)
+    run.fit()  # the budget cuts the schedule to the one epoch already run, a head-first one
+    assert run.config.epochs == 1 and run.config.head_first_epochs == 1
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("no epoch is left for the inserted modules" in w for w in warnings)
+
+
 def test_a_shortened_schedule_keeps_half_of_it_for_the_adapters(tmp_path):
-    run = trainer(tmp_path, "med_adapter_paper", head_first_epochs=3, epochs=8, max_minutes=1e-9)
-    run.fit()  # the budget cuts the schedule to the one epoch already run
-    assert run.config.epochs == 1 and run.config.head_first_epochs == 0
+    run = trainer(tmp_path, "med_adapter_paper", head_first_epochs=6, epochs=8)
+    run.epoch, run.seconds_trained = 1, 60.0  # one epoch ran, a minute each: 4 more fit in 5 minutes
+    run.config.max_minutes = 5.0
+    run.fit_to_time_budget()
+    assert run.config.epochs == 5 and run.config.head_first_epochs == 2
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"head_first_epochs": 5, "epochs": 5}, "give 0 to 4"),
+    ({"head_first_epochs": -1}, "give 0 to"),
+    ({"head_first_epochs": 1, "tuning": "head"}, "--tuning head inserts none"),
+])
+def test_finetune_refuses_head_first_epochs_it_cannot_honour(tmp_path, options, message):
+    from MedTuningCore.training.finetune import finetune
+
+    config = FinetuneConfig(data=str(tmp_path / "none.csv"), output=str(tmp_path / "set.safetensors"),
+                            backbone="vit_tiny_patch16_224", **options)
+    with pytest.raises(InputError, match=message):
+        finetune(config)
+    assert not (tmp_path / "set.run").exists()
 
 
 def test_the_option_reaches_the_command_line_and_back():
