@@ -316,7 +316,7 @@ def check_head_first(config: FinetuneConfig) -> None:
     """`--head-first-epochs` must leave the inserted modules at least one epoch, and needs a
     method that inserts some (checked before any case is prepared)."""
     held, epochs = config.head_first_epochs, config.epochs
-    if not 0 <= held < epochs:
+    if held < 0 or (held and held >= epochs):  # --epochs 0 (no training) stays allowed without it
         raise InputError(f"--head-first-epochs {held}: give 0 to {epochs - 1} (fewer than --epochs {epochs}), so "
                          "the inserted modules train for at least one epoch")
     if held and not config.from_set and config.tuning in TUNING_WITHOUT_INSERTED:
