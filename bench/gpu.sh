@@ -17,20 +17,21 @@ import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
 EOF
 
-step() {  # step NAME COMMAND...: run, keep its output, report its exit status
-    local name=$1; shift
-    echo "== $name: $*"
+step() {  # step NAME SECONDS COMMAND...: run for at most SECONDS, keep its output, report its exit status
+    local name=$1 limit=$2; shift 2
+    echo "== $name (at most $limit s): $*"
     local start=$SECONDS
-    "$@" > "$RESULTS/$name.md" 2> "$RESULTS/$name.log"
+    # a step that hangs or runs long is stopped (exit 124), so the steps after it still run
+    PYTHONUNBUFFERED=1 timeout --kill-after=10 "$limit" "$@" > "$RESULTS/$name.md" 2> "$RESULTS/$name.log"
     echo "   exit $? after $((SECONDS - start)) s ($RESULTS/$name.md)"
 }
 
-step cuda_tests "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
+step cuda_tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
 # issue 14's GPU target: ViT-B/16 + UPerNet Med-Adapter on the 240 x 240 x 155 volume at 1 mm
-step inference_vit_b "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
-step inference_brats "$PYTHON" bench/inference_baselines.py --device cuda --model brats-glioma --json "$RESULTS/inference_brats.json"
-step profile_vit_b "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
-step speed "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,whole,tta
-step finetune_cost "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
-    --configs full,head,adapter,lora,med_adapter,med_adapter+bf16,med_adapter+ckpt,med_adapter+ckpt+bf16
+step inference_vit_b 120 "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
+step finetune_cost 150 "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
+    --configs full,head,adapter,lora,med_adapter_paper,med_adapter_paper+bf16,med_adapter_late+bf16,med_adapter_paper+ckpt+bf16
+step inference_brats 60 "$PYTHON" bench/inference_baselines.py --device cuda --model brats-glioma --json "$RESULTS/inference_brats.json"
+step speed 60 "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,whole,tta
+step profile_vit_b 40 "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
 echo "done: $RESULTS"
