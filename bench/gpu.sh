@@ -17,14 +17,7 @@ import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
 EOF
 
-step() {  # step NAME SECONDS COMMAND...: run for at most SECONDS, keep its output, report its exit status
-    local name=$1 limit=$2; shift 2
-    echo "== $name (at most $limit s): $*"
-    local start=$SECONDS
-    # a step that hangs or runs long is stopped (exit 124), so the steps after it still run
-    PYTHONUNBUFFERED=1 timeout --kill-after=10 "$limit" "$@" > "$RESULTS/$name.md" 2> "$RESULTS/$name.log"
-    echo "   exit $? after $((SECONDS - start)) s ($RESULTS/$name.md)"
-}
+source bench/gpu_steps.sh  # step NAME SECONDS COMMAND...
 
 step cuda_tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
 # issue 14's GPU target: ViT-B/16 + UPerNet Med-Adapter on the 240 x 240 x 155 volume at 1 mm

@@ -7,6 +7,7 @@
 #   the wheel's 53 MB: with the repository the wheel is over the 64 MiB a call carries);
 #   cp /tmp/w/monai-*.whl .lease/
 # then, carrying .lease:  OUT=$OUT bash bench/gpu_node.sh  -> $OUT/gpu.tar.gz, $OUT/gpu.log
+# (GPU_SCRIPT=bench/gpu_followup.sh for the rows a first lease did not reach)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results}
@@ -19,6 +20,6 @@ if [ ! -d ../shared/data/brats2013 ]; then
 fi
 python3 -c "import torch, timm, monai, SimpleITK, safetensors; print(torch.__version__, timm.__version__, monai.__version__, SimpleITK.Version_VersionString())" 2>&1 | tee "$OUT/gpu.log"
 # the whole run stops in time to pack what it has
-RESULTS=/tmp/gpu timeout --kill-after=10 "${GPU_SECONDS:-540}" bash bench/gpu.sh 2>&1 | tee -a "$OUT/gpu.log"
+RESULTS=/tmp/gpu timeout --kill-after=10 "${GPU_SECONDS:-540}" bash "${GPU_SCRIPT:-bench/gpu.sh}" 2>&1 | tee -a "$OUT/gpu.log"
 tar czf "$OUT/gpu.tar.gz" -C /tmp gpu
 ls -la "$OUT"

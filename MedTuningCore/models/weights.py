@@ -44,7 +44,11 @@ def _standard_model(name: str, pretrained: str, img_size: int, in_channels: int,
                 f"code when loaded); convert it once with safetensors.torch.save_file in a trusted environment"
             )
         try:
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+            # custom_load set explicitly: the registry's value describes the hub's file (True for the
+            # original .npz of augreg ViTs), and timm before 1.0.31 kept it for a local file, so a
+            # .safetensors went to the .npz reader (seen with timm 1.0.29 on a GPU node)
+            overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except Exception as error:  # timm raises RuntimeError, KeyError, ValueError...
             raise BackboneWeightsError(
                 f"{path}: cannot load as {name} weights ({type(error).__name__}: {str(error)[:400]}). "

@@ -57,7 +57,19 @@ def test_auto_precision_on_cuda_is_bf16_where_supported():
     assert predictor.amp is (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
-def test_flips_batched_on_cuda_equal_flips_one_at_a_time():
+@pytest.fixture
+def exact_float32():
+    """Float32 without TF32: cuDNN and cuBLAS run float32 convolutions and products in TF32
+    by default (10-bit mantissa), and pick kernels by batch size, so two batchings of the same
+    windows differed by up to 4.5e-4 on an H200. These tests check the batching logic, so
+    they compare full float32 results."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_flips_batched_on_cuda_equal_flips_one_at_a_time(exact_float32):
     volume = np.random.default_rng(1).normal(size=(1, 16, 56, 56)).astype(np.float32)
     together = tiny_segmenter(device="cuda", amp="none", tta=True).predictor
     one_by_one = tiny_segmenter(device="cuda", amp="none", tta=True).predictor
@@ -67,7 +79,7 @@ def test_flips_batched_on_cuda_equal_flips_one_at_a_time():
     assert together.flip_batch == 8
 
 
-def test_out_of_memory_on_a_real_gpu_falls_back_and_gives_the_same_logits():
+def test_out_of_memory_on_a_real_gpu_falls_back_and_gives_the_same_logits(exact_float32):
     """The allocator is capped so that a batch of windows cannot fit: the predictor must
     halve the batch (real torch.cuda.OutOfMemoryError, not a simulated one)."""
     volume = np.random.default_rng(2).normal(size=(1, 64, 112, 112)).astype(np.float32)

@@ -85,3 +85,22 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(BackboneWeightsError, match="cannot load as vit_small_patch14_dinov2"):
         build_model(backbone="vit_small_patch14_dinov2", decoder="setr_naive", img_size=28, pretrained=str(path))
+
+
+def test_a_safetensors_file_loads_where_timm_keeps_the_registry_custom_load(tmp_path, monkeypatch):
+    """timm before 1.0.31 kept the registry's custom_load (True for augreg ViTs, whose hub file
+    is the original .npz) when a local file was overlaid, and read a .safetensors file with
+    the .npz reader (failed on a GPU node with timm 1.0.29). Simulated here on a newer timm."""
+    real_create = timm.create_model
+
+    def create_as_older_timm(name, pretrained=False, pretrained_cfg_overlay=None, **kwargs):
+        if pretrained_cfg_overlay is not None and "custom_load" not in pretrained_cfg_overlay:
+            pretrained_cfg_overlay = {**pretrained_cfg_overlay, "custom_load": True}
+        return real_create(name, pretrained=pretrained, pretrained_cfg_overlay=pretrained_cfg_overlay, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", create_as_older_timm)
+    source, path = save_standard(tmp_path, "vit_tiny_patch16_224", img_size=32)
+    model = build_model(backbone="vit_tiny_patch16_224", decoder="setr_naive", in_channels=3, num_classes=2,
+                        img_size=32, pretrained=str(path))
+    torch.testing.assert_close(model.backbone.vit.state_dict()["blocks.0.attn.qkv.weight"],
+                               source["blocks.0.attn.qkv.weight"], rtol=0, atol=0)
