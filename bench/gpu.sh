@@ -20,6 +20,8 @@ EOF
 source bench/gpu_steps.sh  # step NAME SECONDS COMMAND...
 
 step cuda_tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
+# the adapters' depth-wise convolutions: nn.Conv3d against the 2D path (docs/results/gpu/README.md)
+step slab_conv 40 "$PYTHON" bench/slab_conv_speed.py --device cuda
 # issue 14's GPU target: ViT-B/16 + UPerNet Med-Adapter on the 240 x 240 x 155 volume at 1 mm
 step inference_vit_b 120 "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
 step finetune_cost 150 "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inserted import Inserted
-from .slice_conv import SliceConv3d
+from .slice_conv import InPlaneConv3d, SliceConv3d
 
 #: Slab depth the FFT filter is learnt for (the paper trains on 128-slice crops).
 DEFAULT_REFERENCE_DEPTH = 128
@@ -45,7 +45,7 @@ class DepthwiseSlabConv(nn.Sequential):
     def __init__(self, channels: int, kernel: int) -> None:
         pad = kernel // 2
         super().__init__(
-            nn.Conv3d(channels, channels, (1, kernel, kernel), padding=(0, pad, pad), groups=channels),
+            InPlaneConv3d(channels, channels, (1, kernel, kernel), padding=(0, pad, pad), groups=channels),
             SliceConv3d(channels, channels, (kernel, 1, 1), padding=(pad, 0, 0), groups=channels),
             nn.BatchNorm3d(channels),
             nn.ReLU(inplace=True),
