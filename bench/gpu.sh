@@ -18,15 +18,17 @@ print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_de
 EOF
 
 source bench/gpu_steps.sh  # step NAME SECONDS COMMAND...
+# The limits add up to 520 s, under gpu_node.sh's 540 s for the whole run: when that outer
+# limit strikes, a step's own `timeout` (a process group of its own) would run on.
 
 step cuda_tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda Testing/Python/test_cuda.py
 # the adapters' depth-wise convolutions: nn.Conv3d against the 2D path (docs/results/gpu/README.md)
 step slab_conv 40 "$PYTHON" bench/slab_conv_speed.py --device cuda
 # issue 14's GPU target: ViT-B/16 + UPerNet Med-Adapter on the 240 x 240 x 155 volume at 1 mm
-step inference_vit_b 120 "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
-step finetune_cost 150 "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
+step inference_vit_b 100 "$PYTHON" bench/inference_baselines.py --device cuda --model vit_b_upernet --json "$RESULTS/inference_vit_b.json"
+step finetune_cost 140 "$PYTHON" bench/finetune_cost.py --device cuda --models vit_s,vit_b --batch 2 --depth 32 \
     --configs full,head,adapter,lora,med_adapter_paper,med_adapter_paper+bf16,med_adapter_late+bf16,med_adapter_paper+ckpt+bf16
 step inference_brats 60 "$PYTHON" bench/inference_baselines.py --device cuda --model brats-glioma --json "$RESULTS/inference_brats.json"
-step speed 60 "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,whole,tta
-step profile_vit_b 40 "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
+step speed 50 "$PYTHON" bench/inference_speed.py --device cuda --models vit_s,vit_b --configs default,fast,whole,tta
+step profile_vit_b 30 "$PYTHON" bench/inference_profile.py --device cuda --model vit_b_upernet
 echo "done: $RESULTS"

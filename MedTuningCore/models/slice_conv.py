@@ -42,7 +42,7 @@ class InPlaneConv3d(nn.Conv3d):
     """Depth-wise (1, K, K) Conv3d computed as a 2D convolution of every slice."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size[0] != 1 or not _plain_depthwise(self):
+        if x.dim() != 5 or self.kernel_size[0] != 1 or not _plain_depthwise(self) or self.padding[0] != 0:
             return super().forward(x)
         b, c, d, h, w = x.shape
         slices = _channels_last(x).reshape(b * d, h, w, c).permute(0, 3, 1, 2)
@@ -56,7 +56,8 @@ class SliceConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         depth_kernel, depth_pad = self.kernel_size[0], self.padding[0] if isinstance(self.padding, tuple) else 0
-        if self.kernel_size[1:] != (1, 1) or not _plain_depthwise(self) or self.padding[1:] != (0, 0):
+        if (x.dim() != 5 or self.kernel_size[1:] != (1, 1) or not _plain_depthwise(self)
+                or self.padding[1:] != (0, 0)):
             return self._conv3d(x, depth_kernel, depth_pad)
         b, c, d, h, w = x.shape
         columns = _channels_last(x).reshape(b, d, h * w, c).permute(0, 3, 1, 2)

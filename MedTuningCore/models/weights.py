@@ -43,16 +43,22 @@ def _standard_model(name: str, pretrained: str, img_size: int, in_channels: int,
                 f"{path}: only .safetensors or .npz weights are read (pickled .pth/.bin files can run "
                 f"code when loaded); convert it once with safetensors.torch.save_file in a trusted environment"
             )
+        # timm reads an .npz only as an original JAX/Flax ViT checkpoint (its ViT's own reader)
+        npz = path.name.endswith(".npz")
+        if npz and not isinstance(backbone, ViTBackbone):
+            raise BackboneWeightsError(f"{path}: .npz weights are read for ViT backbones only (original JAX "
+                                       f"checkpoints); for {name} use a .safetensors file of its timm state dict")
         try:
             # custom_load set explicitly: the registry's value describes the hub's file (True for the
             # original .npz of augreg ViTs), and timm before 1.0.31 kept it for a local file, so a
             # .safetensors went to the .npz reader (seen with timm 1.0.29 on a GPU node)
-            overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
+            overlay = {"file": str(path), "custom_load": npz}
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except Exception as error:  # timm raises RuntimeError, KeyError, ValueError...
+            expected = f"an original JAX checkpoint of {name}" if npz else f"a timm state dict of {name}"
             raise BackboneWeightsError(
                 f"{path}: cannot load as {name} weights ({type(error).__name__}: {str(error)[:400]}). "
-                f"The file must hold a timm state dict of {name}."
+                f"The file must hold {expected}."
             ) from error
     tag = name if pretrained in ("timm", "default") else pretrained
     try:

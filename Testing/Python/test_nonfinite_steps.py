@@ -56,6 +56,22 @@ def test_thin_patches_give_finite_gradients_under_bf16(kernel, depth):
         assert all(torch.isfinite(p.grad).all() for p in block.parameters())
 
 
+@pytest.mark.parametrize("kernel,depth", [(5, 4), (3, 2)])
+def test_thin_patches_on_the_conv3d_fallback_give_finite_gradients_under_bf16(kernel, depth):
+    # a slice convolution the 2D path does not take (two filters per channel) still runs
+    # PyTorch's Conv3d, and must still pad thin slabs explicitly
+    torch.manual_seed(0)
+    for _ in range(20):
+        dirty_memory()
+        conv = SliceConv3d(16, 32, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=16)
+        x = torch.randn(1, 16, depth, 2, 2).contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        dirty_memory()
+        y.float().square().sum().backward()
+        assert torch.isfinite(conv.weight.grad).all() and y.shape[2] == depth
+
+
 def poison_first_steps(monkeypatch, count: int) -> None:
     """Make the first `count` losses NaN, as a bad kernel or a corrupt image would."""
     real = trainer_module.segmentation_loss_terms

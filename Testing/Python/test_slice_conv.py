@@ -60,6 +60,7 @@ def test_slice_conv_equals_conv3d(kernel, depth, from_tokens):
     SliceConv3d(4, 8, (3, 1, 1), padding=(1, 0, 0), groups=4),  # two filters per channel
     SliceConv3d(4, 4, (3, 1, 1), padding=(1, 0, 0), groups=4, padding_mode="replicate"),
     SliceConv3d(4, 4, (3, 3, 3), padding=(1, 1, 1), groups=4),
+    InPlaneConv3d(4, 4, (1, 3, 3), padding=1, groups=4),  # pads the depth too: D + 2 slices out
 ])
 def test_what_the_2d_path_cannot_do_exactly_goes_to_conv3d(conv):
     torch.manual_seed(0)
@@ -92,3 +93,12 @@ def test_the_adapter_convolutions_take_the_2d_path(monkeypatch):
     block = DepthwiseSlabConv(16, 5)
     block(slab_from_tokens(1, 16, 6, 9, 9)).sum().backward()
     block(slab_from_tokens(1, 16, 3, 9, 9)).sum().backward()  # thinner than the kernel: padded, still 2D
+
+
+@pytest.mark.parametrize("conv", [
+    InPlaneConv3d(4, 4, (1, 3, 3), padding=(0, 1, 1), groups=4),
+    SliceConv3d(4, 4, (3, 1, 1), padding=(1, 0, 0), groups=4),
+])
+def test_an_unbatched_slab_is_taken_as_conv3d_takes_it(conv):
+    torch.manual_seed(0)
+    compare(conv, torch.randn(4, 2, 5, 5))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -104,3 +105,21 @@ def test_a_safetensors_file_loads_where_timm_keeps_the_registry_custom_load(tmp_
                         img_size=32, pretrained=str(path))
     torch.testing.assert_close(model.backbone.vit.state_dict()["blocks.0.attn.qkv.weight"],
                                source["blocks.0.attn.qkv.weight"], rtol=0, atol=0)
+
+
+def test_npz_weights_are_refused_for_swin_with_what_to_use(tmp_path):
+    path = tmp_path / "swin.npz"
+    np.savez(path, weight=np.zeros(3, dtype=np.float32))
+    refused = r"swin\.npz: \.npz weights are read for ViT backbones only.*safetensors"
+    with pytest.raises(BackboneWeightsError, match=refused):
+        build_model(backbone="swin_tiny_patch4_window7_224", decoder="swin_unet", in_channels=1, num_classes=2,
+                    img_size=64, pretrained=str(path))
+
+
+def test_an_npz_that_is_not_a_jax_checkpoint_names_what_it_must_be(tmp_path):
+    source, _ = save_standard(tmp_path, "vit_tiny_patch16_224", img_size=32)
+    path = tmp_path / "state_dict.npz"
+    np.savez(path, **{k: v.numpy() for k, v in source.items()})
+    with pytest.raises(BackboneWeightsError, match=r"state_dict\.npz: cannot load.*original JAX checkpoint"):
+        build_model(backbone="vit_tiny_patch16_224", decoder="setr_naive", in_channels=3, num_classes=2,
+                    img_size=32, pretrained=str(path))
