@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from MedTuningCore.models.slice_conv import InPlaneConv3d, SliceConv3d  # noqa: E402
 
 
-def pair(kind: type[nn.Conv3d], channels: int, kernel: int) -> nn.Sequential:
+def pair(two_d: bool, channels: int, kernel: int) -> nn.Sequential:
+    """(1,K,K) then (K,1,1) depth-wise: the 2D-path classes, or plain nn.Conv3d."""
     pad = kernel // 2
-    first = (InPlaneConv3d if kind is InPlaneConv3d else nn.Conv3d)(
-        channels, channels, (1, kernel, kernel), padding=(0, pad, pad), groups=channels)
-    second = (SliceConv3d if kind is InPlaneConv3d else nn.Conv3d)(
-        channels, channels, (kernel, 1, 1), padding=(pad, 0, 0), groups=channels)
-    return nn.Sequential(first, second)
+    in_plane, across = (InPlaneConv3d, SliceConv3d) if two_d else (nn.Conv3d, nn.Conv3d)
+    return nn.Sequential(
+        in_plane(channels, channels, (1, kernel, kernel), padding=(0, pad, pad), groups=channels),
+        across(channels, channels, (kernel, 1, 1), padding=(pad, 0, 0), groups=channels))
 
 
 def median_ms(module: nn.Module, tokens: torch.Tensor, bf16: bool, device: torch.device) -> float:
@@ -68,8 +68,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kernel in (3, 5):
         for bf16 in (False, True):
-            old = median_ms(pair(nn.Conv3d, args.channels, kernel).to(device), tokens, bf16, device)
-            new = median_ms(pair(InPlaneConv3d, args.channels, kernel).to(device), tokens, bf16, device)
+            old = median_ms(pair(False, args.channels, kernel).to(device), tokens, bf16, device)
+            new = median_ms(pair(True, args.channels, kernel).to(device), tokens, bf16, device)
             precision = "bf16" if bf16 else "float32"
             print(f"| {kernel} | {precision} | {old:.2f} | {new:.2f} | {new / old:.2f} |", flush=True)
 

@@ -10,8 +10,8 @@ of an adapter's CPU time in that backward pass. With ViT-S/14 tokens (64 channel
 2 x 32 x 9 x 9), one forward and backward of the two kernel-3 convolutions takes 1.08 ms
 instead of 7.62 ms, and of the kernel-5 ones 5.40 ms instead of 9.80 ms (bf16 autocast,
 2-core AMD EPYC, `bench/slab_conv_speed.py`). The results equal Conv3d's up to float32
-rounding. The parameters and state-dict keys
-stay those of nn.Conv3d, so sets saved before load unchanged.
+rounding. The parameters and state-dict keys stay those of nn.Conv3d, so sets saved before
+load unchanged.
 
 Thin slabs. PyTorch's CPU kernel for the weight gradient of a depth-wise Conv3d under bf16
 autocast (torch 2.14.1, x86 with AVX-512-bf16) read memory it never wrote when the kernel was
