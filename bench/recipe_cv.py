@@ -221,6 +221,21 @@ def cpu_late_plan() -> list[Experiment]:
     return [Experiment("ablation-late", SHORT_STEPS, tuning="med_adapter_late")]
 
 
+#: `med_adapter_late`'s step over the default's, bf16, 2-core AMD EPYC, nothing else running
+#: (1.91 / 2.67 s; docs/results/finetune_cost_late_cpu.md)
+LATE_STEP_COST = 0.72
+
+
+def cpu_late_equal_time_plan() -> list[Experiment]:
+    """`med_adapter_late` given the default's CPU time rather than its steps (run 30): the
+    default's 250 steps divided by the measured step cost, 250 / 0.72 = 347, rounded up to
+    whole epochs of 50 (so the cheaper variant never gets less than its share): 350. Counted
+    in steps, not minutes, because VMs of one type differ in speed and the machine may be
+    shared; the cosine schedule spans all 350."""
+    steps = -(-round(SHORT_STEPS / LATE_STEP_COST) // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
+    return [Experiment("late-equal-time", steps, tuning="med_adapter_late")]
+
+
 #: Minutes of training per job in `gpu-long`: what one 15-minute lease leaves after the
 #: machine's start, the transfers, the jobs' start-up and scoring (a 590-second command).
 GPU_LONG_MINUTES = 7.0
@@ -277,6 +292,7 @@ PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan, "cpu-late": cpu_late_plan,
+         "cpu-late-equal-time": cpu_late_equal_time_plan,
          "cpu-head-first": cpu_head_first_plan,
          "gpu-long": gpu_long_plan, "gpu-head-long": gpu_head_long_plan,
          "smoke": smoke_plan}
