@@ -287,6 +287,13 @@ def cpu_final_plan() -> list[Experiment]:
     return [Experiment("final-paper", SHORT_STEPS, tuning="med_adapter_paper", folds=[], keep=True)]
 
 
+def cpu_paper_same_vm_plan() -> list[Experiment]:
+    """The default `med_adapter_paper` at 250 steps in bf16 again, on the AMD EPYC VM type
+    that ran `med_adapter_late` (runs 26 and 30), so that the two compare on one machine type
+    and one precision (run 31): run 5, their reference until now, ran on an Intel Xeon."""
+    return [Experiment("paper-same-vm", SHORT_STEPS, tuning="med_adapter_paper")]
+
+
 def cpu_final_late_plan() -> list[Experiment]:
     """The shipped `brats-glioma` retrained on all 4 cases with the default that run 30 chose
     (`med_adapter_late` for the 350 steps that match the paper variant's 250 in CPU time). No
@@ -302,6 +309,7 @@ PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan, "cpu-late": cpu_late_plan,
          "cpu-late-equal-time": cpu_late_equal_time_plan, "cpu-final-late": cpu_final_late_plan,
+         "cpu-paper-same-vm": cpu_paper_same_vm_plan,
          "cpu-head-first": cpu_head_first_plan,
          "gpu-long": gpu_long_plan, "gpu-head-long": gpu_head_long_plan,
          "smoke": smoke_plan}
