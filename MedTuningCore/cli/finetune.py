@@ -26,13 +26,12 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--name", help="set name (default: the output file's stem)")
     # the default is models.tuning.DEFAULT_TUNING and the names are models.TUNING_METHODS
     # (kept as literals so --help does not import torch; test_api keeps them equal)
-    p.add_argument("--tuning", default="med_adapter_late",
-                   help="what is trained besides the decoder: med_adapter_late (default: Med-Adapters started as the "
-                        "paper does in the last two stages only; the first half of the backbone runs forward only "
-                        "and a step costs less), med_adapter_paper (one after every block as in the paper), "
-                        "med_adapter (up-projection started at zero), med_adapter_no_fft, med_adapter_no_fusion, "
-                        "med_adapter_pre_block, med_adapter_no_conv5, head, full, vpt_shallow, vpt_deep, adapter, "
-                        "adaptformer, st_adapter, lora")
+    p.add_argument("--tuning", default="med_adapter_paper",
+                   help="what is trained besides the decoder: med_adapter_paper (default: Med-Adapters started as "
+                        "the paper does), med_adapter (up-projection started at zero), med_adapter_no_fft, "
+                        "med_adapter_no_fusion, med_adapter_pre_block, med_adapter_no_conv5, med_adapter_late, head, "
+                        "full, vpt_shallow, "
+                        "vpt_deep, adapter, adaptformer, st_adapter, lora")
     p.add_argument("--decoder", default="unet_stem",
                    help="unet_stem (default: light U-Net with a full-resolution image stem), unet, upernet, setr_*, "
                         "swin_unet")

@@ -74,10 +74,8 @@ MED_ADAPTER_VARIANTS: dict[str, MedAdapterOptions] = {
     "med_adapter_late": {"zero_init_up": False, "first_stage": 2},
 }
 #: What new sets are trained with when no --tuning is given (the choice and its evidence:
-#: docs/results/recipe_cv.md, the Med-Adapter ablation): the late variant, because at the
-#: paper variant's CPU time (its cheaper step buys 1.4x the steps) it scored 1.8 points more,
-#: ahead on 3 of 4 held-out cases (run 30). "med_adapter_paper" keeps the paper's layout.
-DEFAULT_TUNING = "med_adapter_late"
+#: docs/results/recipe_cv.md, the Med-Adapter ablation).
+DEFAULT_TUNING = "med_adapter_paper"
 TUNING_METHODS = (
     "full", "head", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "st_adapter", "lora",
     *MED_ADAPTER_VARIANTS,
@@ -107,6 +105,11 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
     if placement not in MED_ADAPTER_PLACEMENTS:
         raise ModelConfigError(f"unknown Med-Adapter placement {placement!r}; choose one of: "
                                f"{', '.join(MED_ADAPTER_PLACEMENTS)}")
+    stages = sorted({info.stage for info in backbone.block_info})
+    if stages[-1] < first_stage:
+        # e.g. med_adapter_late on a Swin built with fewer stages: it would train no adapter at all
+        raise ModelConfigError(f"this backbone has {len(stages)} stages, so Med-Adapters from stage {first_stage} on "
+                               f"would insert nothing; use med_adapter_paper (adapters after every block) instead")
     adapters = []
     stage_hidden: dict[int, int] = {}
     for info in backbone.block_info:

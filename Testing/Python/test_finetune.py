@@ -412,7 +412,7 @@ def test_new_sets_default_to_the_cross_validated_recipe():
     from MedTuningCore.training.finetune import DEFAULT_MAX_MINUTES
 
     config, cli = FinetuneConfig(), finetune_arguments([])
-    for key, value in {"decoder": "unet_stem", "tuning": "med_adapter_late", "augmentation": "strong",
+    for key, value in {"decoder": "unet_stem", "tuning": "med_adapter_paper", "augmentation": "strong",
                        "foreground_fraction": 0.67, "max_minutes": None}.items():
         assert getattr(config, key) == value == getattr(cli, key), key
     assert DEFAULT_MAX_MINUTES == 30  # what max_minutes None means for finetune; compare runs without

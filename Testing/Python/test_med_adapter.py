@@ -143,6 +143,20 @@ def test_the_late_variant_runs_the_first_half_of_the_backbone_forward_only():
     assert len(fused) == 2 and all(m.up.weight.grad is not None for m in fused)
 
 
+def test_a_late_start_past_the_last_stage_is_refused_not_silently_empty():
+    """A backbone with too few stages for the late variant would train no adapter: say so."""
+    from MedTuningCore.errors import ModelConfigError
+    from MedTuningCore.models import build_model
+    from MedTuningCore.models.tuning import insert_med_adapters
+
+    backbone = build_model(backbone="vit_tiny_patch16_224", decoder="unet", tuning="head", in_channels=1,
+                           num_classes=2, img_size=32, reference_depth=8).backbone
+    with pytest.raises(ModelConfigError, match="4 stages.*med_adapter_paper"):
+        insert_med_adapters(backbone, alpha=6, reference_depth=8, first_stage=4)
+    insert_med_adapters(backbone, alpha=6, reference_depth=8, first_stage=3)  # the last stage alone is allowed
+    assert sum(isinstance(m, MedAdapter) for m in backbone.post_block) == 3
+
+
 def slices_reached(adapter: MedAdapter, depth: int, changed: int) -> list[bool]:
     """Which output slices change when input slice `changed` does (tokens of 2 x 2)."""
     torch.nn.init.normal_(adapter.up.weight)
