@@ -105,10 +105,10 @@ def insert_med_adapters(backbone: SliceBackbone, alpha: int, reference_depth: in
     if placement not in MED_ADAPTER_PLACEMENTS:
         raise ModelConfigError(f"unknown Med-Adapter placement {placement!r}; choose one of: "
                                f"{', '.join(MED_ADAPTER_PLACEMENTS)}")
-    stages = sorted({info.stage for info in backbone.block_info})
-    if stages[-1] < first_stage:
+    stages = 1 + max(info.stage for info in backbone.block_info)
+    if first_stage >= stages:
         # e.g. med_adapter_late on a Swin built with fewer stages: it would train no adapter at all
-        raise ModelConfigError(f"this backbone has {len(stages)} stages, so Med-Adapters from stage {first_stage} on "
+        raise ModelConfigError(f"this backbone has {stages} stages, so Med-Adapters from stage {first_stage} on "
                                f"would insert nothing; use med_adapter_paper (adapters after every block) instead")
     adapters = []
     stage_hidden: dict[int, int] = {}
