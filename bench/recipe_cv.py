@@ -294,22 +294,12 @@ def cpu_paper_same_vm_plan() -> list[Experiment]:
     return [Experiment("paper-same-vm", SHORT_STEPS, tuning="med_adapter_paper")]
 
 
-def cpu_final_late_plan() -> list[Experiment]:
-    """The shipped `brats-glioma` retrained on all 4 cases with `med_adapter_late` for the 350
-    steps that match the paper variant's 250 in CPU time, to run only if run 31 makes it the
-    default (run 30 alone was a tie by its rule). No
-    folds: run 30 (`late-equal-time`, same settings) is its cross-validation, so package it
-    with `--cv late-equal-time --cv-results recipe_cv/cpu_late_equal_time.json`."""
-    return [Experiment("final-late", cpu_late_equal_time_plan()[0].steps, tuning="med_adapter_late", folds=[],
-                       keep=True)]
-
-
 PLANS = {"gpu": gpu_plan, "ablation": ablation_plan, "baselines": baselines_plan, "final": final_plan,
          "cpu-baseline": cpu_baseline_plan, "cpu-baseline-equal-time": cpu_baseline_equal_time_plan,
          "cpu-med-adapter": cpu_med_adapter_plan,
          "cpu-ablation": cpu_ablation_plan, "cpu-long": cpu_long_plan, "cpu-long-baseline": cpu_long_baseline_plan,
          "cpu-final": cpu_final_plan, "cpu-class-weights": cpu_class_weights_plan, "cpu-late": cpu_late_plan,
-         "cpu-late-equal-time": cpu_late_equal_time_plan, "cpu-final-late": cpu_final_late_plan,
+         "cpu-late-equal-time": cpu_late_equal_time_plan,
          "cpu-paper-same-vm": cpu_paper_same_vm_plan,
          "cpu-head-first": cpu_head_first_plan,
          "gpu-long": gpu_long_plan, "gpu-head-long": gpu_head_long_plan,
@@ -768,6 +758,36 @@ def per_case(results: list[Path], experiments: list[str]) -> str:
     return "\n".join(lines)
 
 
+def envelope(results: list[Path]) -> str:
+    """The best score any run reached on each held-out case, region by region, and the mean of
+    those bests: an oracle that picks, case by case and after seeing the answer, the luckiest
+    of every experiment in the files. No rule of selection can beat it, so a target above it
+    is out of reach of everything tried. Also each case's reference tumour core, by class."""
+    rows = [(path.stem, row) for path, data in read_results(results) for row in data.get("rows", [])
+            if row.get("fold") is not None]
+    experiments = {(stem, row["experiment"]) for stem, row in rows}
+    lines = [f"{len(rows)} held-out scores from {len(experiments)} experiments in {len(results)} files.\n",
+             "| held-out case | " + " | ".join(f"best {g} (experiment [file])" for g in REGIONS)
+             + " | reference TC (mL): necrosis / non-enhancing / enhancing |", "|" + "---|" * (2 + len(REGIONS))]
+    bests: dict[str, list[float]] = {g: [] for g in REGIONS}
+    for case in CASES:
+        of_case = [(stem, row) for stem, row in rows if row["held_out"] == case]
+        if not of_case:
+            continue
+        cells = []
+        for g in REGIONS:
+            stem, row = max(of_case, key=lambda item: item[1]["regions"][g])
+            bests[g].append(row["regions"][g])
+            cells.append(f"{row['regions'][g]:.3f} ({row['experiment']} [{stem}])")
+        volumes = next((row["volumes"] for _, row in of_case if "volumes" in row), None)
+        core = " / ".join(f"{volumes[c]['true_ml']:.1f}" for c in ("necrosis", "non-enhancing", "enhancing")) \
+            if volumes else "not recorded"
+        lines.append(f"| {case} | " + " | ".join(cells) + f" | {core} |")
+    lines.append("| **mean of the bests** | " + " | ".join(f"**{100 * np.mean(bests[g]):.1f}**" for g in REGIONS)
+                 + " | |")
+    return "\n".join(lines)
+
+
 #: What trained the GPU-era shipped set; `package --command` names another run.
 FINAL_COMMAND = "python bench/recipe_cv.py run --plan final"
 
@@ -1002,6 +1022,8 @@ def main() -> None:
     c = sub.add_parser("cases", help="per held-out case: WT / TC / ET of the named experiments side by side")
     c.add_argument("results", type=Path, nargs="+")
     c.add_argument("--experiments", required=True, help="comma-separated, named as `report` prints them")
+    e = sub.add_parser("envelope", help="per held-out case, the best score of any experiment, and their mean")
+    e.add_argument("results", type=Path, nargs="+")
     k = sub.add_parser("package")
     k.add_argument("tensors", type=Path)
     k.add_argument("--results", type=Path, required=True)
@@ -1033,6 +1055,8 @@ def main() -> None:
     elif args.stage == "package":
         package(args.tensors, args.results, args.tag, args.output, args.name, args.description, args.training_data,
                 args.cv, args.postprocessing, args.cv_evaluate, args.cv_results, args.command)
+    elif args.stage == "envelope":
+        print(envelope(args.results))
     elif args.stage == "cases":
         print(per_case(args.results, args.experiments.split(",")))
     else:
