@@ -221,6 +221,12 @@ def cpu_late_plan() -> list[Experiment]:
     return [Experiment("ablation-late", SHORT_STEPS, tuning="med_adapter_late")]
 
 
+def equal_time_steps(step_cost: float) -> int:
+    """The default's 250 steps in the time of a method whose step costs `step_cost` of the
+    default's, rounded up to whole epochs so the cheaper method never gets less than its share."""
+    return -(-round(SHORT_STEPS / step_cost) // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
+
+
 #: `med_adapter_late`'s step over the default's, bf16, 2-core AMD EPYC, nothing else running
 #: (1.91 / 2.67 s; docs/results/finetune_cost_late_cpu.md)
 LATE_STEP_COST = 0.72
@@ -232,8 +238,7 @@ def cpu_late_equal_time_plan() -> list[Experiment]:
     whole epochs of 50 (so the cheaper variant never gets less than its share): 350. Counted
     in steps, not minutes, because VMs of one type differ in speed and the machine may be
     shared; the cosine schedule spans all 350."""
-    steps = -(-round(SHORT_STEPS / LATE_STEP_COST) // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
-    return [Experiment("late-equal-time", steps, tuning="med_adapter_late")]
+    return [Experiment("late-equal-time", equal_time_steps(LATE_STEP_COST), tuning="med_adapter_late")]
 
 
 #: `head`'s step over the default's at the recipe's 32-slice patches, bf16, 2-core AMD EPYC,
@@ -247,8 +252,7 @@ def cpu_head_equal_time_plan() -> list[Experiment]:
     late (run 30): 300. Its only rows so far ran on the H200 (runs 1 and 28), so the issue's
     target 'the default at least every other method' had no same-machine, equal-time reading
     against the method that leads the tuning rows."""
-    steps = -(-round(SHORT_STEPS / HEAD_STEP_COST) // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
-    return [Experiment("head-equal-time", steps, tuning="head")]
+    return [Experiment("head-equal-time", equal_time_steps(HEAD_STEP_COST), tuning="head")]
 
 
 #: Minutes of training per job in `gpu-long`: what one 15-minute lease leaves after the
